@@ -1,0 +1,1 @@
+"""The click CLI (installed as ``opentraces.commands``): thin commands over :mod:`opentraces.api`."""

@@ -1,0 +1,162 @@
+"""Content-addressed blob store: large content lives here, events hold :class:`BlobRef`\\ s.
+
+Invariants:
+- A blob's name is the blake3 hex digest of its *uncompressed* content; it is stored zlib
+  compressed at ``<root>/<2 hex>/<2 hex>/<hash>`` and never rewritten once present.
+- Writes are atomic: temp file in the same folder, fsync, rename, fsync the folder. A crash
+  leaves either no blob or a whole one (stray temp files are ignored and pruned).
+- :meth:`BlobStore.verify` re-hashes content; it never trusts the file name.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import blake3
+import msgspec
+
+from opentraces.errors import BlobCorrupt, BlobMissing
+from opentraces.events import BlobRef
+
+TEMP_PREFIX = ".tmp-"
+
+
+def blob_hash(data: bytes) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+class VerifyReport(msgspec.Struct, frozen=True):
+    blobs_checked: int
+    corrupt: list[str]
+    unreadable: list[str]
+
+
+class PruneReport(msgspec.Struct, frozen=True):
+    hashes: list[str]
+    bytes: int
+    temp_files: int
+
+
+class BlobStore:
+    """Blobs under one root folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_for(self, digest: str) -> Path:
+        return self.root / digest[:2] / digest[2:4] / digest
+
+    def put(self, data: bytes, media_type: str = "application/octet-stream",
+            *, local_only: bool = False) -> BlobRef:
+        """Store ``data`` (if not already present) and return its reference."""
+        digest = blob_hash(data)
+        target = self.path_for(digest)
+        if not target.exists():
+            self._write_atomic(target, zlib.compress(data, 6))
+        return BlobRef(hash=digest, size=len(data), media_type=media_type, local_only=local_only)
+
+    def get(self, digest: str) -> bytes:
+        """The content of a blob.
+
+        Raises:
+            BlobMissing: the blob is not in this store.
+            BlobCorrupt: the file does not decompress.
+        """
+        path = self.path_for(digest)
+        try:
+            packed = path.read_bytes()
+        except FileNotFoundError as e:
+            raise BlobMissing(f"blob {digest} is not in {self.root}",
+                              next_command="opentraces bucket verify") from e
+        try:
+            return zlib.decompress(packed)
+        except zlib.error as e:
+            raise BlobCorrupt(f"blob {digest} at {path} does not decompress: {e}",
+                              next_command="opentraces bucket verify") from e
+
+    def has(self, digest: str) -> bool:
+        return self.path_for(digest).exists()
+
+    def hashes(self) -> Iterator[str]:
+        """Every stored blob name (temp files excluded), in sorted order."""
+        if not self.root.exists():
+            return
+        for first in sorted(self.root.iterdir()):
+            if not first.is_dir():
+                continue
+            for second in sorted(first.iterdir()):
+                for blob in sorted(second.iterdir()):
+                    if not blob.name.startswith(TEMP_PREFIX):
+                        yield blob.name
+
+    def size_on_disk(self, digest: str) -> int:
+        return self.path_for(digest).stat().st_size
+
+    def verify(self, digests: Iterator[str] | None = None) -> VerifyReport:
+        """Re-hash blobs (all of them, or the given ones) and report those that disagree."""
+        corrupt: list[str] = []
+        unreadable: list[str] = []
+        checked = 0
+        for digest in digests if digests is not None else self.hashes():
+            checked += 1
+            try:
+                content = self.get(digest)
+            except BlobCorrupt:
+                unreadable.append(digest)
+                continue
+            except BlobMissing:
+                unreadable.append(digest)
+                continue
+            if blob_hash(content) != digest:
+                corrupt.append(digest)
+        return VerifyReport(blobs_checked=checked, corrupt=corrupt, unreadable=unreadable)
+
+    def prune(self, referenced: set[str], *, dry_run: bool,
+              min_age_seconds: float = 0.0) -> PruneReport:
+        """Delete blobs no event references (and stray temp files) older than the given age."""
+        cutoff = time.time() - min_age_seconds
+        doomed = [d for d in self.hashes()
+                  if d not in referenced and self.path_for(d).stat().st_mtime <= cutoff]
+        size = sum(self.size_on_disk(d) for d in doomed)
+        temps = [t for t in self.root.glob(f"*/*/{TEMP_PREFIX}*") if t.stat().st_mtime <= cutoff]
+        if not dry_run:
+            for digest in doomed:
+                self.path_for(digest).unlink(missing_ok=True)
+            for temp in temps:
+                temp.unlink(missing_ok=True)
+        return PruneReport(hashes=doomed, bytes=size, temp_files=len(temps))
+
+    def _write_atomic(self, target: Path, payload: bytes) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.parent / f"{TEMP_PREFIX}{target.name}-{os.getpid()}"
+        with open(temp, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temp, target)
+        fsync_dir(target.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename inside ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def blob_refs(value: object) -> Iterator[BlobRef]:
+    """Every :class:`BlobRef` inside an event (nested structs and lists included)."""
+    if isinstance(value, BlobRef):
+        yield value
+    elif isinstance(value, msgspec.Struct):
+        for name in value.__struct_fields__:
+            yield from blob_refs(getattr(value, name))
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from blob_refs(item)

@@ -1,0 +1,14 @@
+"""Projections: views derived from the event log, each in its own module, all rebuildable.
+
+Installed as ``opentraces.projections``; always import it under that name.
+"""
+
+from __future__ import annotations
+
+from opentraces.projections.base import Projection
+from opentraces.projections.bucket_manifest import BucketManifest
+
+#: Every projection the runner keeps, in the order `rebuild` reports them.
+ALL: tuple[type[Projection], ...] = (BucketManifest,)
+
+__all__ = ["ALL", "BucketManifest", "Projection"]
