@@ -1,1 +1,1 @@
-"""The click CLI (installed as ``opentraces.commands``): thin commands over :mod:`opentraces.api`."""
+"""The click CLI (installed as ``opentraces.commands``): thin commands over the API."""

@@ -28,11 +28,33 @@ from opentraces.events import BlobRef, Event, Recorded
 from opentraces.store import EventLog, sqlite_integrity_ok
 
 __all__ = [
-    "BucketStatus", "DoctorCheck", "DoctorReport", "ManifestView", "PruneResult",
-    "RebuildReport", "RepairReport", "StatusReport", "StoreSummary", "VerifyResult",
-    "OpentracesError", "Workspace", "append", "event_count", "bucket_manifest", "bucket_prune", "bucket_status",
-    "bucket_verify", "doctor", "open_workspace", "projection_names", "put_blob", "rebuild",
-    "repair", "settings_from_environment", "status", "to_builtins",
+    "BucketStatus",
+    "DoctorCheck",
+    "DoctorReport",
+    "ManifestView",
+    "OpentracesError",
+    "PruneResult",
+    "RebuildReport",
+    "RepairReport",
+    "StatusReport",
+    "StoreSummary",
+    "VerifyResult",
+    "Workspace",
+    "append",
+    "bucket_manifest",
+    "bucket_prune",
+    "bucket_status",
+    "bucket_verify",
+    "doctor",
+    "event_count",
+    "open_workspace",
+    "projection_names",
+    "put_blob",
+    "rebuild",
+    "repair",
+    "settings_from_environment",
+    "status",
+    "to_builtins",
 ]
 
 Progress = Callable[[int], None]

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import os
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from opentraces.blobs import BlobStore, blob_hash, blob_refs
+from opentraces.errors import BlobCorrupt, BlobMissing
+from opentraces.events import BlobRef, StepRecorded, ToolCall
+
+
+def test_put_get_roundtrip_and_layout(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    data = b"tool output\n" * 500
+    ref = store.put(data, "text/plain", local_only=True)
+    assert ref == BlobRef(hash=blob_hash(data), size=len(data), media_type="text/plain",
+                          local_only=True)
+    path = tmp_path / "blobs" / ref.hash[:2] / ref.hash[2:4] / ref.hash
+    assert path.is_file()
+    assert path.stat().st_size < len(data)  # stored compressed
+    assert store.get(ref.hash) == data
+    assert list(store.hashes()) == [ref.hash]
+
+
+def test_write_once_keeps_the_first_file(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    ref = store.put(b"abc")
+    path = store.path_for(ref.hash)
+    before = path.stat().st_mtime_ns
+    time.sleep(0.01)
+    assert store.put(b"abc") == ref
+    assert path.stat().st_mtime_ns == before
+
+
+def test_missing_blob_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BlobMissing, match="is not in"):
+        BlobStore(tmp_path).get("ab" * 32)
+
+
+def test_verify_rehashes_and_finds_tampering(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    good = store.put(b"good")
+    bad = store.put(b"will be swapped")
+    store.path_for(bad.hash).write_bytes(zlib.compress(b"something else"))
+    broken = store.put(b"will be truncated")
+    store.path_for(broken.hash).write_bytes(b"\x00\x01")
+    report = store.verify()
+    assert report.blobs_checked == 3
+    assert report.corrupt == [bad.hash]
+    assert report.unreadable == [broken.hash]
+    with pytest.raises(BlobCorrupt):
+        store.get(broken.hash)
+    assert store.get(good.hash) == b"good"
+
+
+def test_prune_deletes_only_unreferenced_and_old(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    keep = store.put(b"referenced")
+    old = store.put(b"unreferenced and old")
+    young = store.put(b"unreferenced and young")
+    past = time.time() - 7200
+    os.utime(store.path_for(old.hash), (past, past))
+    temp = store.path_for(keep.hash).parent / ".tmp-leftover"
+    temp.write_bytes(b"partial")
+    os.utime(temp, (past, past))
+
+    dry = store.prune({keep.hash}, dry_run=True, min_age_seconds=3600)
+    assert dry.hashes == [old.hash] and dry.temp_files == 1
+    assert store.has(old.hash) and temp.exists()
+
+    done = store.prune({keep.hash}, dry_run=False, min_age_seconds=3600)
+    assert done.hashes == [old.hash] and done.bytes > 0
+    assert not store.has(old.hash) and not temp.exists()
+    assert store.has(keep.hash) and store.has(young.hash)
+
+
+def test_blob_refs_finds_nested_references() -> None:
+    a, b, c = (BlobRef(hash=h * 64, size=1) for h in "abc")
+    event = StepRecorded(step_index=0, role="agent", content_blob=a, images=[b],
+                         tool_calls=[ToolCall(tool_call_id="t", tool_name="Read", input_blob=c)])
+    assert {r.hash for r in blob_refs(event)} == {a.hash, b.hash, c.hash}
