@@ -11,8 +11,7 @@ def run_rebuild(ctx: click.Context, names: tuple[str, ...], schema_version: str)
     from opentraces import api
 
     settings = api.settings_from_environment()
-    total = api.event_count(settings) * max(len(names) or len(api.projection_names()), 1)
-    with progress(ctx, "Rebuilding", total) as advance:
+    with progress(ctx, "Rebuilding", api.event_count(settings)) as advance:
         report = api.rebuild(settings, list(names) or None, progress=advance)
     rows = [(n, f"{p['events_applied']} events", f"{p['seconds']:.2f}s", (p["digest"] or "")[:16])
             for n, p in report.projections.items()]

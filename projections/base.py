@@ -44,7 +44,11 @@ class Projection(Protocol):
 
     def digest(self) -> str | None: ...
 
+    def finish(self) -> None: ...
+
     def seal(self) -> str | None: ...
+
+    def sealed_digest(self) -> str | None: ...
 
     def problems(self) -> list[str]: ...
 
@@ -100,11 +104,10 @@ class SqlProjection:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            self.after_commit(conn)
         return applied
 
-    def after_commit(self, conn: sqlite3.Connection) -> None:
-        """Hook for file outputs derived from the committed rows."""
+    def finish(self) -> None:
+        """Called once after a run of pages: render file outputs derived from the rows."""
 
     def digest(self) -> str | None:
         """blake3 over the name, version and every row of every table (meta excluded)."""
@@ -130,6 +133,10 @@ class SqlProjection:
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('digest', ?)", (digest,))
         return digest
 
+    def sealed_digest(self) -> str | None:
+        """The digest recorded by the last :meth:`seal` (None if never sealed)."""
+        return self._meta().get("digest")
+
     def problems(self) -> list[str]:
         """What is wrong with the stored view (empty when it is sound)."""
         if not self.path.exists():
@@ -141,7 +148,7 @@ class SqlProjection:
             return [f"{self.name}: {self.path} is unreadable ({e})"]
         if check != "ok":
             return [f"{self.name}: {self.path} fails quick_check ({check})"]
-        sealed = self._meta().get("digest")
+        sealed = self.sealed_digest()
         if sealed is not None and sealed != self.digest():
             return [f"{self.name}: rows no longer match the digest recorded when they were built"]
         return []

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import blake3
+import msgspec
 
 from opentraces import events as ev
 from opentraces.events import Recorded
@@ -110,12 +111,14 @@ class BucketManifest(SqlProjection):
 
     def _step(self, conn: sqlite3.Connection, rec: Recorded) -> None:
         e: ev.StepRecorded = rec.event  # type: ignore[assignment]
-        trace_id = _trace_of(rec)
-        self._touch(conn, trace_id, rec.position or 0)
         title = _title_from(e.content) if e.role == "user" and not e.is_sidechain else None
-        conn.execute("UPDATE traces SET step_count = step_count + 1, "
-                     "agent_model = coalesce(agent_model, ?), title = coalesce(title, ?) "
-                     "WHERE trace_id = ?", (e.model, title, trace_id))
+        conn.execute(
+            "INSERT INTO traces (trace_id, changed_at, step_count, agent_model, title) "
+            "VALUES (?, ?, 1, ?, ?) ON CONFLICT (trace_id) DO UPDATE SET "
+            "changed_at = excluded.changed_at, step_count = step_count + 1, "
+            "agent_model = coalesce(agent_model, excluded.agent_model), "
+            "title = coalesce(title, excluded.title)",
+            (_trace_of(rec), rec.position or 0, e.model, title))
 
     def _patch(self, conn: sqlite3.Connection, rec: Recorded) -> None:
         trace_id = _trace_of(rec)
@@ -156,11 +159,13 @@ class BucketManifest(SqlProjection):
 
     # -- outputs ------------------------------------------------------------------------------
 
-    def after_commit(self, conn: sqlite3.Connection) -> None:
-        traces = manifest_rows(conn)
-        body = {"schema_version": SCHEMA_VERSION, "position": self_position(conn),
+    def finish(self) -> None:
+        with self.reader() as conn:
+            traces = manifest_rows(conn)
+            position = self_position(conn)
+        body = {"schema_version": SCHEMA_VERSION, "position": position,
                 "digest": rows_digest(traces), "traces": traces}
-        data = json.dumps(body, ensure_ascii=False, sort_keys=True, indent=1).encode()
+        data = msgspec.json.format(msgspec.json.encode(body, order="sorted"), indent=1)
         temp = self.manifest_path.with_name(f".{MANIFEST_FILE}.{os.getpid()}")
         temp.write_bytes(data)
         os.replace(temp, self.manifest_path)
@@ -227,5 +232,4 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def rows_digest(rows: list[dict[str, Any]]) -> str:
-    canonical = json.dumps(rows, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return blake3.blake3(canonical.encode()).hexdigest()
+    return blake3.blake3(msgspec.json.encode(rows, order="sorted")).hexdigest()

@@ -162,13 +162,18 @@ class Runner:
                 positions[name] = max(positions[name], page[-1].position or 0)
             if progress is not None:
                 progress(len(page))
-        if rebuilt:
-            for name, proj in projections.items():
-                if applied[name] == 0:
-                    proj.apply_page([])  # materialise the empty view and its meta
-        return {n: BuildResult(events_applied=applied[n], position=p.position(),
-                               digest=p.seal(), seconds=round(seconds[n], 6), rebuilt=rebuilt)
-                for n, p in projections.items()}
+        results = {}
+        for name, proj in projections.items():
+            if rebuilt and applied[name] == 0:
+                proj.apply_page([])  # materialise the empty view and its meta
+            changed = rebuilt or applied[name] > 0
+            if changed:
+                proj.finish()
+            results[name] = BuildResult(
+                events_applied=applied[name], position=proj.position(),
+                digest=proj.seal() if changed else proj.sealed_digest(),
+                seconds=round(seconds[name], 6), rebuilt=rebuilt)
+        return results
 
     def _pages(self, after: int, head: int) -> Iterator[list[Recorded]]:
         position = after
