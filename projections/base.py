@@ -50,6 +50,8 @@ class Projection(Protocol):
 
     def sealed_digest(self) -> str | None: ...
 
+    def close(self) -> None: ...
+
     def problems(self) -> list[str]: ...
 
 
@@ -68,6 +70,7 @@ class SqlProjection:
         self.directory = directory
         self.path = directory / STATE_FILE
         self._handlers: dict[type[Event], Handler] = self.handlers()
+        self._conn: sqlite3.Connection | None = None
 
     def handlers(self) -> dict[type[Event], Handler]:
         raise NotImplementedError
@@ -166,18 +169,29 @@ class SqlProjection:
 
     @contextmanager
     def _writer(self) -> Iterator[sqlite3.Connection]:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=60)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript("CREATE TABLE IF NOT EXISTS meta "
-                               "(key TEXT PRIMARY KEY, value TEXT NOT NULL);" + self.SCHEMA)
-            conn.execute("INSERT OR IGNORE INTO meta VALUES ('version', ?)", (str(self.version),))
-            conn.execute("INSERT OR IGNORE INTO meta VALUES ('name', ?)", (self.name,))
-            yield conn
-        finally:
-            conn.close()
+        """The writer connection, opened once per run and kept until :meth:`close`."""
+        if self._conn is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=60)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript("CREATE TABLE IF NOT EXISTS meta "
+                                   "(key TEXT PRIMARY KEY, value TEXT NOT NULL);" + self.SCHEMA)
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('version', ?)",
+                             (str(self.version),))
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('name', ?)", (self.name,))
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        yield self._conn
+
+    def close(self) -> None:
+        """Close the writer connection, if one is open."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def _meta(self) -> dict[str, str]:
         if not self.path.exists():

@@ -147,6 +147,14 @@ class Runner:
         """Read the log once from the lowest position and give each projection its events."""
         if not projections:
             return {}
+        try:
+            return self._feed_open(projections, head, progress, rebuilt=rebuilt)
+        finally:
+            for proj in projections.values():
+                proj.close()
+
+    def _feed_open(self, projections: dict[str, Projection], head: int,
+                   progress: Progress | None, *, rebuilt: bool) -> dict[str, BuildResult]:
         positions = {n: p.position() for n, p in projections.items()}
         applied = dict.fromkeys(projections, 0)
         seconds = dict.fromkeys(projections, 0.0)
