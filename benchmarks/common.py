@@ -170,6 +170,22 @@ def _version(dist: str) -> str:
         return "-"
 
 
+def code_version() -> str:
+    """The commit measured, flagged when the library folders have uncommitted changes."""
+    import subprocess
+
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "opentraces", "projections", "commands")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{commit} (+ uncommitted library changes)" if dirty else commit
+
+
 def machine() -> dict[str, str]:
     """What the figures were measured on."""
     ram = _ram_bytes()
@@ -188,14 +204,16 @@ def machine() -> dict[str, str]:
         "packages": ", ".join(f"{d} {_version(d)}" for d in
                               ("opentraces", "eventsourcing", "msgspec", "click")),
         "scratch": f"{SCRATCH.parent} ({_filesystem(SCRATCH)})",
+        "code": code_version(),
+        "load average (1/5/15 min) when written": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
 
 def machine_line() -> str:
     """One line naming the date and machine, for the top of each results section."""
     m = machine()
-    return (f"Measured {m['date']} on {m['cpu']}, {m['cores']}, {m['ram']} RAM, "
-            f"Python {m['python']}, SQLite {m['sqlite']}.")
+    return (f"Measured {m['date']} at commit {m['code']} on {m['cpu']}, {m['cores']}, "
+            f"{m['ram']} RAM, Python {m['python']}, SQLite {m['sqlite']}.")
 
 
 def machine_table() -> str:
