@@ -20,7 +20,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +44,20 @@ from eventsourcing.sqlite import (
 from eventsourcing.utils import Environment
 
 from opentraces.config import StoreConfig
-from opentraces.errors import EventDecodeError, StoreUnavailable, VersionConflict
+from opentraces.errors import (
+    EventDecodeError,
+    StoreError,
+    StoreUnavailable,
+    UsageError,
+    VersionConflict,
+)
 from opentraces.events import TOPICS, UPCASTERS, AnyEvent, Event, Recorded, topic_of
-from opentraces.text import safe_struct
+from opentraces.text import safe_str, safe_struct
 
 LOCK_BUDGET_SECONDS = 120.0
 SQLITE_LOCK_TIMEOUT_SECONDS = 30
 PAGE_SIZE = 1000
+STALL_LIMIT = 50
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,22 +217,62 @@ def _environment(config: StoreConfig) -> Environment:
     return Environment(name="opentraces", env=env)
 
 
-def _prepare(config: StoreConfig) -> None:
+def _check_stream_id(stream_id: str) -> None:
+    if "\x00" in stream_id or safe_str(stream_id) != stream_id:
+        raise UsageError(f"stream id {stream_id!r} holds characters that cannot be stored "
+                         "(NUL or a lone surrogate)")
+
+
+def _unique(records: Sequence[Recorded]) -> list[Recorded]:
+    """Drop repeats of one (stream, version) in a batch; differing repeats are a conflict."""
+    first: dict[tuple[str, int], Recorded] = {}
+    unique = []
+    for rec in records:
+        key = (rec.stream, rec.version)
+        if key not in first:
+            first[key] = rec
+            unique.append(rec)
+        elif encode_event(first[key].event) != encode_event(rec.event):
+            raise VersionConflict(f"one batch holds two different events for stream "
+                                  f"{rec.stream} at version {rec.version}")
+    return unique
+
+
+@contextmanager
+def _preparing(config: StoreConfig) -> Iterator[None]:
+    """Make the store's container exist; on PostgreSQL, hold a lock while tables are created.
+
+    Concurrent first opens (several hook processes) would otherwise race on CREATE SCHEMA
+    and CREATE TABLE and fail with duplicate-object errors.
+    """
     if config.backend == "sqlite":
         assert config.sqlite_path is not None
         config.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-        return
-    pg = config.postgres
-    if not pg.get("schema"):
+        yield
         return
     import psycopg  # only on the PostgreSQL path
     from psycopg import sql
 
-    with psycopg.connect(dbname=pg["dbname"], host=pg.get("host", "127.0.0.1"),
-                         port=pg.get("port", "5432"), user=pg["user"],
-                         password=pg.get("password", ""), connect_timeout=5,
-                         autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(pg["schema"])))
+    pg = config.postgres
+    try:
+        conn = psycopg.connect(dbname=pg["dbname"], host=pg.get("host", "127.0.0.1"),
+                               port=pg.get("port", "5432"), user=pg["user"],
+                               password=pg.get("password", ""), connect_timeout=5,
+                               autocommit=True)
+    except psycopg.Error as e:
+        raise StoreUnavailable(f"cannot connect to {config.describe()}: {e}",
+                               next_command="opentraces doctor") from e
+    with conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext('opentraces.store.create'))")
+        try:
+            # Someone outside opentraces may create it between our check and our insert.
+            with suppress(psycopg.errors.UniqueViolation):
+                if pg.get("schema"):
+                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                        sql.Identifier(pg["schema"])))
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext('opentraces.store.create'))")
 
 
 class EventLog:
@@ -234,9 +281,9 @@ class EventLog:
     def __init__(self, config: StoreConfig) -> None:
         self.config = config
         try:
-            _prepare(config)
-            self.factory = InfrastructureFactory.construct(_environment(config))
-            self.recorder = _retry_locked(self.factory.application_recorder)
+            with _preparing(config):
+                self.factory = InfrastructureFactory.construct(_environment(config))
+                self.recorder = _retry_locked(self.factory.application_recorder)
         except (PersistenceError, sqlite3.Error, OSError, ImportError) as e:
             raise StoreUnavailable(f"cannot open the event store at {config.describe()}: {e}",
                                    next_command="opentraces doctor") from e
@@ -263,6 +310,7 @@ class EventLog:
 
         Returns the notification ids (positions) of the new events.
         """
+        _check_stream_id(stream)
         if not events:
             return []
         while True:
@@ -283,12 +331,23 @@ class EventLog:
         Raises:
             VersionConflict: a stream already holds a different event at one of the versions.
         """
-        pending = list(records)
+        for stream_id in {rec.stream for rec in records}:
+            _check_stream_id(stream_id)
+        pending = _unique(records)
+        stalled = 0
         while pending:
             try:
                 return self._put(pending)
-            except IntegrityError:
-                pending = self._drop_already_stored(pending)
+            except IntegrityError as e:
+                remaining = self._drop_already_stored(pending)
+                if len(remaining) < len(pending):
+                    stalled = 0
+                elif (stalled := stalled + 1) > STALL_LIMIT:
+                    raise StoreError(f"writing {len(pending)} events keeps conflicting "
+                                     f"although none of their versions is taken: {e}") from e
+                else:
+                    time.sleep(0.01 * stalled)  # a concurrent writer has not committed yet
+            pending = remaining
         return []
 
     def _put(self, records: Sequence[Recorded]) -> list[int]:
@@ -360,8 +419,12 @@ class EventLog:
 
     def stream_ids(self, kind: str) -> list[str]:
         """Ids of all streams of one kind (``trace``, ``repo``, ...), sorted."""
-        rows = self._rows("SELECT DISTINCT originator_id FROM {table} WHERE originator_id LIKE "
-                          + ("?" if self.config.backend == "sqlite" else "%s"), (f"{kind}:%",))
+        prefix = f"{kind}:"
+        mark = "?" if self.config.backend == "sqlite" else "%s"
+        # LIKE is case-insensitive on SQLite; compare the prefix exactly on both backends.
+        rows = self._rows("SELECT DISTINCT originator_id FROM {table} "
+                          f"WHERE substr(originator_id, 1, {mark}) = {mark}",
+                          (len(prefix), prefix))
         return sorted(row[0] for row in rows)
 
     def _scalar(self, sql: str) -> Any:
