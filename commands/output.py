@@ -14,11 +14,12 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from opentraces.errors import OpentracesError
+if TYPE_CHECKING:
+    from opentraces.api import OpentracesError
 
 JSON_KEY = "json"
 
@@ -74,7 +75,7 @@ def emit(ctx: click.Context, schema_version: str, payload: Mapping[str, Any], *,
 def emit_error(ctx: click.Context, error: OpentracesError | click.UsageError,
                schema_version: str) -> None:
     """Render an error (ours or a usage error) and exit with its code."""
-    if isinstance(error, OpentracesError):
+    if not isinstance(error, click.UsageError):
         code, message, hint = error.code, error.message, error.hint
         status = "refused" if error.code == "refused" else "error"
         nxt, exit_code = error.next_command, error.exit_code

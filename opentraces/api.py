@@ -2,8 +2,8 @@
 
 Every function takes a *target*: a :class:`~opentraces.config.Settings`, a home folder
 (:class:`pathlib.Path`) or an already open :class:`Workspace`, and closes only what it opened.
-Nothing here reads the process environment or prints; use
-:func:`opentraces.config.settings_from_environment` to resolve ``OPENTRACES_HOME``.
+Nothing here prints, and only :func:`settings_from_environment` (re-exported from
+:mod:`opentraces.config` for the CLI and scripts) reads the process environment.
 
 Write functions (:func:`append`, :func:`rebuild`, :func:`repair`, ``bucket_repair``/``_prune``)
 catch the projections up before returning; read functions (:func:`status`, :func:`doctor`,
@@ -25,7 +25,7 @@ from opentraces.blobs import BlobStore, blob_refs
 from opentraces.config import Settings, load_settings, settings_from_environment
 from opentraces.errors import EventDecodeError, OpentracesError
 from opentraces.events import BlobRef, Event, Recorded
-from opentraces.store import EventLog, sqlite_integrity_ok
+from opentraces.store import EventLog, sqlite_integrity_ok, store_exists
 
 __all__ = [
     "BucketStatus",
@@ -58,6 +58,8 @@ __all__ = [
 ]
 
 Progress = Callable[[int], None]
+#: A blob temp file older than this was left by a write that died (prune removes it).
+STRAY_TEMP_SECONDS = 3600.0
 
 
 class Workspace:
@@ -71,16 +73,18 @@ class Workspace:
         self.readonly = readonly
         self.blobs = BlobStore(settings.blobs_dir)
         self._log: EventLog | None = None
+        self._exists: bool | None = None
 
     @property
     def store_exists(self) -> bool:
-        store = self.settings.store
-        return store.backend != "sqlite" or bool(store.sqlite_path and store.sqlite_path.exists())
+        if self._exists is None:
+            self._exists = store_exists(self.settings.store)
+        return self._exists
 
     @property
     def log(self) -> EventLog:
         if self._log is None:
-            self._log = EventLog.open(self.settings.store)
+            self._log = EventLog.open(self.settings.store, create=not self.readonly)
         return self._log
 
     def source(self) -> Any:
@@ -93,7 +97,8 @@ class Workspace:
         from opentraces.projections import ALL
         from opentraces.projections.runner import Runner
 
-        return Runner(self.source(), self.settings.projections_dir, ALL)
+        return Runner(self.source(), self.settings.projections_dir, ALL,
+                      store_id=self.settings.store_id)
 
     def close(self) -> None:
         if self._log is not None:
@@ -274,7 +279,8 @@ def _check_store(ws: Workspace) -> DoctorCheck:
 
 def _check_blobs(ws: Workspace) -> DoctorCheck:
     root = ws.blobs.root
-    stray = list(root.glob("*/*/.tmp-*")) if root.exists() else []
+    cutoff = time.time() - STRAY_TEMP_SECONDS
+    stray = [t for t in root.glob("*/*/.tmp-*") if t.stat().st_mtime <= cutoff]
     if stray:
         return DoctorCheck("blobs", False, f"{len(stray)} unfinished blob writes in {root}",
                            "opentraces bucket prune")

@@ -70,6 +70,17 @@ class Settings:
     def projections_dir(self) -> Path:
         return self.home / "projections"
 
+    @property
+    def store_id(self) -> str:
+        """Which store the projections are built from (a path inside the home is relative)."""
+        store = self.store
+        if store.backend == "sqlite" and store.sqlite_path is not None:
+            try:
+                return f"sqlite:{store.sqlite_path.relative_to(self.home)}"
+            except ValueError:
+                return f"sqlite:{store.sqlite_path}"
+        return store.describe()
+
 
 def postgres_from_url(url: str) -> dict[str, str]:
     """Split ``postgresql://user:password@host:port/dbname?schema=s`` into store settings."""

@@ -194,11 +194,11 @@ def _retry_locked(action: Any, budget: float = LOCK_BUDGET_SECONDS) -> Any:
 # The log
 
 
-def _environment(config: StoreConfig) -> Environment:
+def _environment(config: StoreConfig, *, create: bool) -> Environment:
     env = {
         "MAPPER_TOPIC": "opentraces.store:MsgspecMapper",
         "ORIGINATOR_ID_TYPE": "text",
-        "CREATE_TABLE": "y",
+        "CREATE_TABLE": "y" if create else "n",
     }
     if config.backend == "sqlite":
         assert config.sqlite_path is not None
@@ -239,12 +239,15 @@ def _unique(records: Sequence[Recorded]) -> list[Recorded]:
 
 
 @contextmanager
-def _preparing(config: StoreConfig) -> Iterator[None]:
+def _preparing(config: StoreConfig, *, create: bool) -> Iterator[None]:
     """Make the store's container exist; on PostgreSQL, hold a lock while tables are created.
 
     Concurrent first opens (several hook processes) would otherwise race on CREATE SCHEMA
     and CREATE TABLE and fail with duplicate-object errors.
     """
+    if not create:
+        yield
+        return
     if config.backend == "sqlite":
         assert config.sqlite_path is not None
         config.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
@@ -276,13 +279,17 @@ def _preparing(config: StoreConfig) -> Iterator[None]:
 
 
 class EventLog:
-    """The append-only event log. Open with :meth:`open`; close when done (or use ``with``)."""
+    """The append-only event log. Open with :meth:`open`; close when done (or use ``with``).
 
-    def __init__(self, config: StoreConfig) -> None:
+    With ``create=False`` nothing is created (no folder, schema or table): for readers.
+    """
+
+    def __init__(self, config: StoreConfig, *, create: bool = True) -> None:
         self.config = config
         try:
-            with _preparing(config):
-                self.factory = InfrastructureFactory.construct(_environment(config))
+            with _preparing(config, create=create):
+                self.factory = InfrastructureFactory.construct(
+                    _environment(config, create=create))
                 self.recorder = _retry_locked(self.factory.application_recorder)
         except (PersistenceError, sqlite3.Error, OSError, ImportError) as e:
             raise StoreUnavailable(f"cannot open the event store at {config.describe()}: {e}",
@@ -291,8 +298,8 @@ class EventLog:
         self.events = EventStore(mapper=self.mapper, recorder=self.recorder)
 
     @classmethod
-    def open(cls, config: StoreConfig) -> EventLog:
-        return cls(config)
+    def open(cls, config: StoreConfig, *, create: bool = True) -> EventLog:
+        return cls(config, create=create)
 
     def close(self) -> None:
         self.factory.close()
@@ -438,6 +445,28 @@ class EventLog:
         with self.recorder.datastore.transaction(commit=False) as c:  # type: ignore[attr-defined]
             c.execute(sql.format(table=table), tuple(params))
             return [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in c.fetchall()]
+
+
+EVENTS_TABLE = "opentraces_events"  # eventsourcing names it after the environment
+
+
+def store_exists(config: StoreConfig) -> bool:
+    """Whether the event store has been created (checked without creating anything)."""
+    if config.backend == "sqlite":
+        return bool(config.sqlite_path and config.sqlite_path.exists())
+    import psycopg  # only on the PostgreSQL path
+
+    pg = config.postgres
+    table = f'"{pg.get("schema") or "public"}"."{EVENTS_TABLE}"'
+    try:
+        with psycopg.connect(dbname=pg["dbname"], host=pg.get("host", "127.0.0.1"),
+                             port=pg.get("port", "5432"), user=pg["user"],
+                             password=pg.get("password", ""), connect_timeout=5) as conn:
+            row = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+    except psycopg.Error as e:
+        raise StoreUnavailable(f"cannot connect to {config.describe()}: {e}",
+                               next_command="opentraces doctor") from e
+    return bool(row and row[0])
 
 
 def sqlite_integrity_ok(path: Path) -> bool:

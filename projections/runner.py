@@ -3,14 +3,17 @@
 Layout under the projections root::
 
     <name>                 symlink to the live build (swapped atomically on rebuild)
-    .builds/<name>-<id>/   build folders; the one the symlink names is live
+    .builds/<name>-<id>/   build folders; the one the symlink names is live, others are
+                           deleted a minute after they were replaced
+    <build>/STORE          which store the build was made from
     .locks/<name>          flock held by whoever is writing that projection
 
 Invariants:
 - Only the runner writes projections; each writer holds the projection's lock.
 - A rebuild fills a fresh folder from position 0 up to a fixed head, then swaps the symlink
   with one ``rename``: readers see the old view or the new one, never half of either.
-- A projection whose code ``version`` differs from the stored one is rebuilt, not caught up.
+- A projection whose code ``version`` differs from the stored one, or that was built from
+  another store (or is ahead of this one), is rebuilt, not caught up.
 - Positions are compared with ">" only: notification ids may have gaps.
 """
 
@@ -32,6 +35,8 @@ from opentraces.events import Recorded
 from opentraces.projections.base import Projection
 
 PAGE_SIZE = 1000
+STORE_MARKER = "STORE"
+SWEEP_AFTER_SECONDS = 60.0
 
 Progress = Callable[[int], None]
 
@@ -53,7 +58,7 @@ class ProjectionState(msgspec.Struct, frozen=True):
     head: int
     lag: int
     digest: str | None
-    state: str  # fresh | lagging | missing | version_changed
+    state: str  # fresh | lagging | missing | version_changed | other_store
 
 
 class BuildResult(msgspec.Struct, frozen=True):
@@ -66,10 +71,11 @@ class BuildResult(msgspec.Struct, frozen=True):
 
 class Runner:
     def __init__(self, source: EventSource, root: Path,
-                 projections: Sequence[type[Projection]]) -> None:
+                 projections: Sequence[type[Projection]], *, store_id: str = "") -> None:
         self.source = source
         self.root = root
         self.classes = {p.name: p for p in projections}
+        self.store_id = store_id
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -95,13 +101,21 @@ class Runner:
             state = "missing"
         elif stored != cls.version:
             state = "version_changed"
+        elif self._built_from(name) != self.store_id or position > head:
+            state = "other_store"  # built from a store that is not (or no longer) this one
         elif position < head:
             state = "lagging"
         else:
             state = "fresh"
         return ProjectionState(name=name, version=cls.version, stored_version=stored,
                                position=position, head=head, lag=max(head - position, 0),
-                               digest=proj.digest() if proj else None, state=state)
+                               digest=proj.sealed_digest() if proj else None, state=state)
+
+    def _built_from(self, name: str) -> str | None:
+        try:
+            return (self.root / name / STORE_MARKER).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -111,7 +125,7 @@ class Runner:
         results: dict[str, BuildResult] = {}
         head = self.source.head()
         with self._locked(self._names(names)) as chosen:
-            stale = [n for n in chosen if self._state_quick(n) != "current"]
+            stale = [n for n in chosen if self._state(n, head).state not in ("fresh", "lagging")]
             results |= self._rebuild_locked(stale, head, progress)
             live = {n: self.open(n) for n in chosen if n not in stale}
             results |= self._feed({n: p for n, p in live.items() if p is not None},
@@ -133,12 +147,14 @@ class Runner:
         builds.mkdir(parents=True, exist_ok=True)
         fresh = {}
         for name in names:
+            self._sweep(name)
             folder = builds / f"{name}-{time.time_ns():x}-{os.getpid()}"
             fresh[name] = (folder, self.classes[name](folder))
         results = self._feed({n: p for n, (_, p) in fresh.items()}, head, progress,
                              rebuilt=True)
         for name, (folder, _) in fresh.items():
             folder.mkdir(parents=True, exist_ok=True)  # an empty log still gets a live build
+            (folder / STORE_MARKER).write_text(self.store_id, encoding="utf-8")
             self._swap(name, folder)
         return results
 
@@ -194,7 +210,6 @@ class Runner:
 
     def _swap(self, name: str, folder: Path) -> None:
         link = self.root / name
-        old = link.resolve() if link.is_symlink() else None
         if link.exists() and not link.is_symlink():
             # A plain folder here was left by hand; replace it like any old build.
             shutil.rmtree(link)
@@ -202,14 +217,20 @@ class Runner:
         temp.unlink(missing_ok=True)
         os.symlink(os.path.relpath(folder, self.root), temp)
         os.replace(temp, link)
-        if old is not None and old != folder.resolve():
-            shutil.rmtree(old, ignore_errors=True)
+        self._sweep(name)
 
-    def _state_quick(self, name: str) -> str:
-        proj = self.open(name)
-        if proj is None or proj.stored_version() != self.classes[name].version:
-            return "stale"
-        return "current"
+    def _sweep(self, name: str) -> None:
+        """Delete old builds of ``name``: not live, and untouched for :data:`SWEEP_AFTER_SECONDS`.
+
+        The grace period lets a reader that resolved the old build just before a swap finish.
+        """
+        builds = self.root / ".builds"
+        link = self.root / name
+        live = link.resolve() if link.is_symlink() else None
+        cutoff = time.time() - SWEEP_AFTER_SECONDS
+        for folder in builds.glob(f"{name}-*"):
+            if folder.resolve() != live and folder.stat().st_mtime <= cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _names(self, names: Sequence[str] | None) -> list[str]:
         if not names:

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -9,7 +11,7 @@ import pytest
 
 from opentraces import api
 from opentraces import events as ev
-from opentraces.config import Settings
+from opentraces.config import Settings, StoreConfig
 from opentraces.errors import UnknownProjection
 from opentraces.projections.bucket_manifest import BucketManifest
 from opentraces.projections.runner import Runner
@@ -88,15 +90,39 @@ def test_reads_on_a_fresh_home_create_nothing(settings: Settings) -> None:
     assert not settings.home.exists()
 
 
-def test_rebuild_swaps_atomically_and_removes_the_old_build(settings: Settings) -> None:
+def test_rebuild_swaps_atomically_and_sweeps_old_builds_later(settings: Settings) -> None:
     _fill(settings)
     link = settings.projections_dir / "bucket_manifest"
     first = link.resolve()
     digest = api.status(settings).projections["bucket_manifest"]["digest"]
     report = api.rebuild(settings, ["bucket_manifest"])
-    assert link.is_symlink() and link.resolve() != first and not first.exists()
+    assert link.is_symlink() and link.resolve() != first
     assert report.projections["bucket_manifest"]["digest"] == digest
     assert report.projections["bucket_manifest"]["events_applied"] == api.event_count(settings)
+    # A reader that resolved the old build just before the swap can still finish.
+    assert (first / "manifest.json").exists()
+    past = time.time() - 3600
+    os.utime(first, (past, past))
+    crashed = settings.projections_dir / ".builds" / "bucket_manifest-deadbeef-1"
+    crashed.mkdir()
+    os.utime(crashed, (past, past))
+    api.rebuild(settings, ["bucket_manifest"])
+    builds = sorted(p.name for p in (settings.projections_dir / ".builds").iterdir())
+    assert first.name not in builds and crashed.name not in builds
+    assert link.resolve().name in builds and len(builds) == 2  # live + the one just replaced
+
+
+def test_a_view_built_from_another_store_is_rebuilt(settings: Settings,
+                                                    isolated_home: Path) -> None:
+    _fill(settings)
+    other = Settings(home=settings.home, store=StoreConfig(
+        sqlite_path=isolated_home / "elsewhere.sqlite"))
+    state = api.status(other).projections["bucket_manifest"]
+    assert state["state"] == "other_store" and state["position"] > state["head"] == 0
+    assert api.status(other).verdict == "needs_maintenance"
+    assert api.repair(other).projections_rebuilt == ["bucket_manifest"]
+    assert api.bucket_manifest(other).traces == []
+    assert api.status(settings).projections["bucket_manifest"]["state"] == "other_store"
 
 
 def test_unknown_projection_name_is_a_usage_error(settings: Settings) -> None:
