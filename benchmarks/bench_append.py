@@ -28,7 +28,7 @@ from opentraces import api
 from opentraces import events as ev
 from opentraces.config import Settings, StoreConfig, postgres_from_url
 from opentraces.events import Recorded
-from opentraces.store import EventLog
+from opentraces.store import EventLog, pg_connect
 
 STREAMS = 20
 CONTENT = ("Refactor the parser so that partial trailing lines wait for the next read; "
@@ -149,22 +149,17 @@ def pg_available(url: str) -> str | None:
         import psycopg
     except ImportError as e:
         return f"psycopg not installed ({e})"
-    pg = postgres_from_url(url)
     try:
-        with psycopg.connect(dbname=pg["dbname"], host=pg["host"], port=pg["port"],
-                             user=pg["user"], password=pg["password"], connect_timeout=3):
+        with pg_connect(postgres_from_url(url)):
             return None
     except psycopg.Error as e:
         return f"unreachable ({str(e).strip().splitlines()[0]})"
 
 
 def drop_schema(url: str, schema: str) -> None:
-    import psycopg
     from psycopg import sql
 
-    pg = postgres_from_url(url)
-    with psycopg.connect(dbname=pg["dbname"], host=pg["host"], port=pg["port"],
-                         user=pg["user"], password=pg["password"], autocommit=True) as conn:
+    with pg_connect(postgres_from_url(url), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 

@@ -238,6 +238,17 @@ def _unique(records: Sequence[Recorded]) -> list[Recorded]:
     return unique
 
 
+def pg_connect(pg: dict[str, str], *, autocommit: bool = False) -> Any:
+    """A psycopg connection from PostgreSQL store settings (imports psycopg only when called)."""
+    import psycopg
+
+    return psycopg.connect(dbname=pg["dbname"], host=pg.get("host", "127.0.0.1"),
+                           port=pg.get("port", "5432"), user=pg["user"],
+                           password=pg.get("password", ""),
+                           connect_timeout=int(pg.get("connect_timeout", "5")),
+                           autocommit=autocommit)
+
+
 @contextmanager
 def _preparing(config: StoreConfig, *, create: bool) -> Iterator[None]:
     """Make the store's container exist; on PostgreSQL, hold a lock while tables are created.
@@ -258,10 +269,7 @@ def _preparing(config: StoreConfig, *, create: bool) -> Iterator[None]:
 
     pg = config.postgres
     try:
-        conn = psycopg.connect(dbname=pg["dbname"], host=pg.get("host", "127.0.0.1"),
-                               port=pg.get("port", "5432"), user=pg["user"],
-                               password=pg.get("password", ""), connect_timeout=5,
-                               autocommit=True)
+        conn = pg_connect(pg, autocommit=True)
     except psycopg.Error as e:
         raise StoreUnavailable(f"cannot connect to {config.describe()}: {e}",
                                next_command="opentraces doctor") from e
@@ -459,9 +467,7 @@ def store_exists(config: StoreConfig) -> bool:
     pg = config.postgres
     table = f'"{pg.get("schema") or "public"}"."{EVENTS_TABLE}"'
     try:
-        with psycopg.connect(dbname=pg["dbname"], host=pg.get("host", "127.0.0.1"),
-                             port=pg.get("port", "5432"), user=pg["user"],
-                             password=pg.get("password", ""), connect_timeout=5) as conn:
+        with pg_connect(pg) as conn:
             row = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
     except psycopg.Error as e:
         raise StoreUnavailable(f"cannot connect to {config.describe()}: {e}",

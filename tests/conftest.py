@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from opentraces.config import Settings, StoreConfig, load_settings, postgres_from_url
+from opentraces.store import pg_connect
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
@@ -50,20 +51,16 @@ def _postgres_reachable(url: str) -> str | None:
         return f"psycopg is not installed ({e})"
     pg = postgres_from_url(url)
     try:
-        with psycopg.connect(dbname=pg["dbname"], host=pg["host"], port=pg["port"],
-                             user=pg["user"], password=pg["password"], connect_timeout=3):
+        with pg_connect(pg):
             return None
     except psycopg.Error as e:
         return f"PostgreSQL at {pg['host']}:{pg['port']} is unreachable: {e}"
 
 
 def _drop_schema(url: str, schema: str) -> None:
-    import psycopg
     from psycopg import sql
 
-    pg = postgres_from_url(url)
-    with psycopg.connect(dbname=pg["dbname"], host=pg["host"], port=pg["port"],
-                         user=pg["user"], password=pg["password"], autocommit=True) as conn:
+    with pg_connect(postgres_from_url(url), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 

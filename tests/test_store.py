@@ -25,7 +25,7 @@ from opentraces import events as ev
 from opentraces.config import CONFIG_FILE, StoreConfig, load_settings
 from opentraces.errors import UsageError, VersionConflict
 from opentraces.events import EVENT_TYPES, Recorded, topic_of
-from opentraces.store import EventLog
+from opentraces.store import EventLog, pg_connect
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,12 +70,10 @@ def delete_positions(log: EventLog, config: StoreConfig, positions: list[int]) -
         finally:
             conn.close()
         return
-    import psycopg
     from psycopg import sql
 
     pg = config.postgres
-    with psycopg.connect(dbname=pg["dbname"], host=pg["host"], port=pg["port"], user=pg["user"],
-                         password=pg["password"], autocommit=True) as conn:
+    with pg_connect(pg, autocommit=True) as conn:
         conn.execute(sql.SQL("DELETE FROM {}.{} WHERE notification_id = ANY(%s)").format(
             sql.Identifier(pg["schema"]), sql.Identifier(table)), (positions,))
 
@@ -299,12 +297,9 @@ def test_opening_while_another_process_creates_the_schema(store_config: StoreCon
     """
     if store_config.backend != "postgres":
         pytest.skip("the schema race is PostgreSQL-only (SQLite: see test_reliability)")
-    import psycopg
     from psycopg import sql
 
     pg = store_config.postgres
-    connect = dict(dbname=pg["dbname"], host=pg["host"], port=pg["port"], user=pg["user"],
-                   password=pg["password"])
     outcome: list[BaseException | EventLog] = []
 
     def opener() -> None:
@@ -313,7 +308,7 @@ def test_opening_while_another_process_creates_the_schema(store_config: StoreCon
         except BaseException as e:
             outcome.append(e)
 
-    with psycopg.connect(**connect) as side, psycopg.connect(**connect, autocommit=True) as probe:
+    with pg_connect(pg) as side, pg_connect(pg, autocommit=True) as probe:
         side.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(pg["schema"])))
         thread = threading.Thread(target=opener, daemon=True)
         thread.start()
