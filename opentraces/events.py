@@ -96,6 +96,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_f
 
 
 class SessionStarted(Event, tag="SessionStarted.v1"):
+    """First event of every trace stream, written by the importer from what the path tells."""
+
     kind: ClassVar[str] = "capture"
     trace_id: str
     session_id: str
@@ -106,6 +108,24 @@ class SessionStarted(Event, tag="SessionStarted.v1"):
     title: str | None = None
     parent_trace_id: str | None = None
     parent_step_index: int | None = None
+    source_path: str | None = None
+
+
+class SessionInfo(Event, tag="SessionInfo.v1"):
+    """Session facts learned from the transcript; later non-null values win."""
+
+    kind: ClassVar[str] = "capture"
+    cwd: str | None = None
+    agent_version: str | None = None
+    model: str | None = None
+    git_branch: str | None = None
+    git_commit: str | None = None
+    repository_url: str | None = None
+    title: str | None = None
+    system_prompt: str | None = None
+    parent_session_id: str | None = None
+    agent_type: str | None = None
+    description: str | None = None
 
 
 class SourceSegmentRead(Event, tag="SourceSegmentRead.v1"):
@@ -118,6 +138,8 @@ class SourceSegmentRead(Event, tag="SourceSegmentRead.v1"):
     end_offset: int
     line_count: int
     raw: BlobRef | None = None
+    head_hash: str | None = None
+    tail_hash: str | None = None
 
 
 class SourceLineRejected(Event, tag="SourceLineRejected.v1"):
@@ -133,9 +155,18 @@ class SourceLineRejected(Event, tag="SourceLineRejected.v1"):
 
 
 class StepRecorded(Event, tag="StepRecorded.v1"):
+    """One step: a user prompt, an agent response (one API message) or a system entry.
+
+    ``role`` is ``user``, ``agent`` or ``system``; ``message_id`` is the API message id that
+    later :class:`StepExtended` events of the same response share.
+    """
+
     kind: ClassVar[str] = "capture"
     step_index: int
     role: str
+    message_id: str | None = None
+    agent_role: str | None = None
+    cost_usd: float | None = None
     content: str = ""
     content_blob: BlobRef | None = None
     reasoning_content: str | None = None
@@ -146,6 +177,22 @@ class StepRecorded(Event, tag="StepRecorded.v1"):
     source_parent_uuid: str | None = None
     request_id: str | None = None
     is_sidechain: bool = False
+    tool_calls: list[ToolCall] = []
+    token_usage: TokenUsage | None = None
+    images: list[BlobRef] = []
+
+
+class StepExtended(Event, tag="StepExtended.v1"):
+    """More of one step: a later line of the same API response (Claude writes one per block).
+
+    Text is appended; ``token_usage`` (when set) replaces the step's usage, because every line
+    of a response repeats the usage so far.
+    """
+
+    kind: ClassVar[str] = "capture"
+    step_index: int
+    content: str = ""
+    reasoning_content: str | None = None
     tool_calls: list[ToolCall] = []
     token_usage: TokenUsage | None = None
     images: list[BlobRef] = []
@@ -193,6 +240,14 @@ class MetadataRecorded(Event, tag="MetadataRecorded.v1"):
     kind: ClassVar[str] = "capture"
     record_type: str
     data: dict[str, Any] = {}
+
+
+class UsageTotalsRecorded(Event, tag="UsageTotalsRecorded.v1"):
+    """Session-level token totals reported by the agent itself (the last one wins)."""
+
+    kind: ClassVar[str] = "capture"
+    usage: TokenUsage
+    cost_usd: float | None = None
 
 
 class SessionEnded(Event, tag="SessionEnded.v1"):
@@ -386,8 +441,9 @@ class Recorded(msgspec.Struct, frozen=True):
 # Registry
 
 EVENT_TYPES: tuple[type[Event], ...] = (
-    SessionStarted, SourceSegmentRead, SourceLineRejected, StepRecorded, ToolResultRecorded,
-    CompactionRecorded, SubagentLinked, SkillInvoked, MetadataRecorded, SessionEnded,
+    SessionStarted, SessionInfo, SourceSegmentRead, SourceLineRejected, StepRecorded,
+    StepExtended, ToolResultRecorded, CompactionRecorded, SubagentLinked, SkillInvoked,
+    MetadataRecorded, UsageTotalsRecorded, SessionEnded,
     PatchRecorded, AnchorSearchRequested, AnchorRecorded, SurvivalObserved,
     DatasetCreated, WorkflowRunRecorded, RowAppended, ReviewDecided, DatasetPublished,
     RemoteConfigured, BucketPushed, BucketPulled, TraceExcluded, ProjectEnrolled, ProjectRemoved,
@@ -395,8 +451,9 @@ EVENT_TYPES: tuple[type[Event], ...] = (
 )
 
 AnyEvent = (
-    SessionStarted | SourceSegmentRead | SourceLineRejected | StepRecorded | ToolResultRecorded
-    | CompactionRecorded | SubagentLinked | SkillInvoked | MetadataRecorded | SessionEnded
+    SessionStarted | SessionInfo | SourceSegmentRead | SourceLineRejected | StepRecorded
+    | StepExtended | ToolResultRecorded | CompactionRecorded | SubagentLinked | SkillInvoked
+    | MetadataRecorded | UsageTotalsRecorded | SessionEnded
     | PatchRecorded | AnchorSearchRequested | AnchorRecorded | SurvivalObserved
     | DatasetCreated | WorkflowRunRecorded | RowAppended | ReviewDecided | DatasetPublished
     | RemoteConfigured | BucketPushed | BucketPulled | TraceExcluded | ProjectEnrolled

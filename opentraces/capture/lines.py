@@ -1,0 +1,78 @@
+"""Split transcript bytes into complete lines and decode each into JSON records.
+
+Policy (the same for every agent):
+- Only complete lines (ending in ``\\n``) are read; a trailing partial line waits.
+- Blank lines are skipped. A line is decoded with msgspec, then with the stdlib (which accepts
+  lone surrogate escapes that msgspec refuses); strings are made storable afterwards.
+- A line holding several JSON values run together (``{...}{...}``) yields each of them.
+- A line that still does not decode is a :class:`Rejected` with its raw bytes and the reason;
+  it is never dropped silently and never stops the file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from opentraces.capture.base import LineRef
+from opentraces.text import safe_value
+
+_DECODER = msgspec.json.Decoder()
+_STDLIB = json.JSONDecoder()
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: str
+    raw: bytes
+
+
+def complete_length(data: bytes) -> int:
+    """Length of the prefix of ``data`` that ends with the last newline (0 if none)."""
+    return data.rfind(b"\n") + 1
+
+
+def iter_lines(data: bytes, start: int = 0) -> Iterator[tuple[LineRef, bytes]]:
+    """Complete lines of ``data`` from byte ``start`` (a line start), with their positions.
+
+    Line numbers count from the start of ``data``.
+    """
+    number = data.count(b"\n", 0, start)
+    end = complete_length(data)
+    offset = start
+    while offset < end:
+        nl = data.index(b"\n", offset)
+        number += 1
+        yield LineRef(number=number, offset=offset), data[offset:nl]
+        offset = nl + 1
+
+
+def decode(raw: bytes) -> list[Any] | Rejected:
+    """The JSON values on one line (usually one), or why it cannot be read."""
+    text = raw.rstrip(b"\r")
+    if not text.strip():
+        return []
+    try:
+        return [_DECODER.decode(text)]
+    except msgspec.DecodeError:
+        pass
+    try:
+        string = text.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Rejected(f"invalid UTF-8 at byte {e.start}", raw)
+    values: list[Any] = []
+    index = 0
+    string = string.strip()
+    while index < len(string):
+        try:
+            value, index = _STDLIB.raw_decode(string, index)
+        except json.JSONDecodeError as e:
+            return Rejected(f"invalid JSON at column {e.colno}: {e.msg}", raw)
+        values.append(safe_value(value))
+        while index < len(string) and string[index].isspace():
+            index += 1
+    return values
