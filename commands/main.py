@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "rebuild": "maintenance:rebuild",
     "repair": "maintenance:repair",
     "bucket": "bucket:bucket",
+    "import": "capture:import_",
 }
 
 

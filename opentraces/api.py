@@ -173,6 +173,64 @@ def put_blob(target: Settings | Path | Workspace, data: bytes,
 
 
 # ---------------------------------------------------------------------------------------------
+# Import
+
+
+class ImportSource(msgspec.Struct, frozen=True):
+    agent: str
+    path: str
+
+
+def import_sources(target: Settings | Path | Workspace, paths: Sequence[Path] | None = None,
+                   *, agents: Sequence[str] | None = None,
+                   since: float | None = None) -> list[ImportSource]:
+    """The transcript files an import would read: the given paths (files or folders), or the
+    agents' standard folders under the user's home. ``since`` is a Unix time: older files are
+    left out."""
+    from opentraces.capture import ADAPTERS
+    from opentraces.capture.importer import candidates
+
+    with open_workspace(target, readonly=True) as ws:
+        user_home = ws.settings.user_home
+    chosen = list(agents or ADAPTERS)
+    return [ImportSource(agent=ad.agent, path=str(path))
+            for ad, path in candidates(paths, chosen, user_home, since)]
+
+
+def import_sessions(target: Settings | Path | Workspace,
+                    sources: Sequence[ImportSource] | None = None, *,
+                    progress: Progress | None = None) -> Any:
+    """Import transcript files (default: everything :func:`import_sources` finds).
+
+    Re-importing is safe: unchanged files add nothing, grown files add only their new lines.
+    Projections are caught up before returning.
+
+    Returns:
+        An :class:`opentraces.capture.importer.ImportReport`.
+    """
+    from opentraces.capture import adapter
+    from opentraces.capture.importer import import_files
+
+    with open_workspace(target) as ws:
+        if sources is None:
+            sources = import_sources(ws)
+        files = [(adapter(s.agent), Path(s.path)) for s in sources]
+        report = import_files(ws.log, ws.blobs, files, accept=_capture_filter(ws),
+                              progress=progress)
+        ws.runner().catch_up()
+    return report
+
+
+def _capture_filter(ws: Workspace) -> Callable[[str | None], bool] | None:
+    """Tracking mode and enrollment decide which sessions are captured (None: all)."""
+    try:
+        from opentraces import enrollment
+    except ImportError:
+        return None
+    return lambda cwd: enrollment.should_capture(ws, cwd)
+
+
+# ---------------------------------------------------------------------------------------------
 # Status and doctor
 
 

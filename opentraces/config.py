@@ -57,6 +57,8 @@ class Settings:
 
     home: Path
     store: StoreConfig
+    #: The user's home, where agents keep their transcripts (``~/.claude``, ``~/.codex``, …).
+    user_home: Path | None = None
 
     @property
     def bucket_dir(self) -> Path:
@@ -104,18 +106,20 @@ def postgres_from_url(url: str) -> dict[str, str]:
     return settings
 
 
-def load_settings(home: Path, store_url: str | None = None) -> Settings:
+def load_settings(home: Path, store_url: str | None = None,
+                  user_home: Path | None = None) -> Settings:
     """Read ``config.json`` under ``home``; ``store_url`` (a postgresql:// URL) overrides it."""
     store = _store_from_file(home / CONFIG_FILE, home)
     if store_url:
         store = StoreConfig(backend="postgres", postgres=postgres_from_url(store_url))
-    return Settings(home=home, store=store)
+    return Settings(home=home, store=store, user_home=user_home)
 
 
 def settings_from_environment(environ: Mapping[str, str] | None = None) -> Settings:
     """Settings for the CLI and scripts: the home and store URL from the environment."""
     env = os.environ if environ is None else environ
-    return load_settings(home_dir(env), env.get("OPENTRACES_STORE_URL") or None)
+    user_home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    return load_settings(home_dir(env), env.get("OPENTRACES_STORE_URL") or None, user_home)
 
 
 def _store_from_file(path: Path, home: Path) -> StoreConfig:

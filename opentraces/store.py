@@ -398,6 +398,13 @@ class EventLog:
         """The events of one stream in version order."""
         return self.events.get(stream, gt=after, lte=upto)  # type: ignore[return-value]
 
+    def read_back(self, stream: str, limit: int = PAGE_SIZE,
+                  before: int | None = None) -> list[Recorded]:
+        """Up to ``limit`` events of one stream, newest first (below version ``before``)."""
+        upto = None if before is None else before - 1
+        stored = self.recorder.select_events(stream, lte=upto, desc=True, limit=limit)
+        return [self.mapper.to_domain_event(s) for s in stored]
+
     def last_version(self, stream: str) -> int | None:
         stored = self.recorder.select_events(stream, desc=True, limit=1)
         return stored[0].originator_version if stored else None

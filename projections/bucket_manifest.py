@@ -47,7 +47,7 @@ def _trace_of(rec: Recorded) -> str:
 
 class BucketManifest(SqlProjection):
     name: ClassVar[str] = "bucket_manifest"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     SCHEMA: ClassVar[str] = """
     CREATE TABLE IF NOT EXISTS traces (
         trace_id TEXT PRIMARY KEY,
@@ -82,6 +82,8 @@ class BucketManifest(SqlProjection):
     def handlers(self) -> dict[type[ev.Event], Handler]:
         return {
             ev.SessionStarted: self._started,
+            ev.SessionInfo: self._info,
+            ev.SourceSegmentRead: self._segment,
             ev.StepRecorded: self._step,
             ev.PatchRecorded: self._patch,
             ev.SourceLineRejected: self._rejected,
@@ -108,6 +110,24 @@ class BucketManifest(SqlProjection):
             "title = coalesce(?, title), started_at = ? WHERE trace_id = ?",
             (e.session_id, e.agent.name, e.agent.version, e.agent.model,
              project_slug(e.project or e.cwd), e.title, e.at, e.trace_id))
+
+    def _info(self, conn: sqlite3.Connection, rec: Recorded) -> None:
+        e: ev.SessionInfo = rec.event  # type: ignore[assignment]
+        trace_id = _trace_of(rec)
+        self._touch(conn, trace_id, rec.position or 0)
+        conn.execute(
+            "UPDATE traces SET agent_version = coalesce(?, agent_version), "
+            "agent_model = coalesce(?, agent_model), "
+            "project_slug = coalesce(?, project_slug), title = coalesce(?, title) "
+            "WHERE trace_id = ?",
+            (e.agent_version, e.model, project_slug(e.cwd), e.title, trace_id))
+
+    def _segment(self, conn: sqlite3.Connection, rec: Recorded) -> None:
+        e: ev.SourceSegmentRead = rec.event  # type: ignore[assignment]
+        if e.start_offset == 0 and e.generation > 0:
+            # The transcript was rewritten: its steps are read again from the start.
+            conn.execute("UPDATE traces SET step_count = 0, patch_count = 0, "
+                         "rejected_lines = 0 WHERE trace_id = ?", (_trace_of(rec),))
 
     def _step(self, conn: sqlite3.Connection, rec: Recorded) -> None:
         e: ev.StepRecorded = rec.event  # type: ignore[assignment]
