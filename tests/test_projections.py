@@ -130,19 +130,19 @@ def test_unknown_projection_name_is_a_usage_error(settings: Settings) -> None:
         api.rebuild(settings, ["nope"])
 
 
-class ManifestV2(BucketManifest):
-    version: ClassVar[int] = 2
+class ManifestNext(BucketManifest):
+    version: ClassVar[int] = BucketManifest.version + 1
 
 
 def test_version_change_rebuilds_automatically(settings: Settings) -> None:
     _fill(settings)
     with EventLog(settings.store) as log:
-        runner = Runner(log, settings.projections_dir, [ManifestV2])
+        runner = Runner(log, settings.projections_dir, [ManifestNext])
         assert runner.states()["bucket_manifest"].state == "version_changed"
         results = runner.catch_up()
         assert results["bucket_manifest"].rebuilt is True
         assert runner.states()["bucket_manifest"].state == "fresh"
-        assert runner.open("bucket_manifest").stored_version() == 2
+        assert runner.open("bucket_manifest").stored_version() == BucketManifest.version + 1
 
 
 def test_replayed_page_is_a_no_op(settings: Settings) -> None:
