@@ -29,10 +29,12 @@ def parse_since(value: str | None) -> float | None:
 @click.option("--agent", "agents", multiple=True, type=click.Choice(AGENTS),
               help="Only this agent's transcripts (repeatable).")
 @click.option("--since", help="Only files changed within this long, e.g. 12h or 7d.")
+@click.option("--samples-when-empty", is_flag=True,
+              help="If no agent transcripts are found, import the bundled sample sessions.")
 @json_option
 @click.pass_context
 def import_(ctx: click.Context, paths: tuple[Path, ...], agents: tuple[str, ...],
-            since: str | None) -> None:
+            since: str | None, samples_when_empty: bool) -> None:
     """Import sessions from PATHS, or from the agents' standard folders.
 
     Re-running is safe: unchanged files add nothing and grown files add only their new lines.
@@ -42,14 +44,20 @@ def import_(ctx: click.Context, paths: tuple[Path, ...], agents: tuple[str, ...]
     settings = api.settings_from_environment()
     sources = api.import_sources(settings, list(paths) or None, agents=agents or None,
                                  since=parse_since(since))
+    samples = samples_when_empty and not sources
+    if samples:
+        sources = api.sample_sources()
     with progress(ctx, "Importing", len(sources)) as advance:
         report = api.import_sessions(settings, sources, progress=advance)
-    body = api.to_builtins(report)
+    body = api.to_builtins(report) | {"samples": samples}
     text = (f"{report.sources_scanned} files: {report.traces_created} new traces, "
             f"{report.traces_updated} updated, {report.sources_unchanged} unchanged; "
             f"{report.events_appended} events, {report.lines_rejected} lines rejected")
     steps = [f"{r.path}:{r.line}: {r.reason}" for r in report.rejected[:20]]
-    if report.sources_scanned == 0:
+    if samples:
+        steps.append("No agent transcripts were found here, so the bundled sample sessions "
+                     "were imported (working folder /home/sample/opentraces-demo).")
+    elif report.sources_scanned == 0:
         steps.append("No agent transcripts were found; pass a file or folder to import.")
     emit(ctx, "opentraces.import.v1", body, text=text, next_steps=steps,
          next_command="opentraces status" if report.events_appended else None)

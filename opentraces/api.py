@@ -197,6 +197,20 @@ def import_sources(target: Settings | Path | Workspace, paths: Sequence[Path] | 
             for ad, path in candidates(paths, chosen, user_home, since)]
 
 
+SAMPLES_DIR = Path(__file__).parent / "samples"
+
+
+def sample_sources() -> list[ImportSource]:
+    """The sample sessions bundled with opentraces (one per supported agent)."""
+    from opentraces.capture.importer import candidates
+
+    found = []
+    for agent_dir in sorted(p for p in SAMPLES_DIR.iterdir() if p.is_dir()):
+        found += [ImportSource(agent=ad.agent, path=str(path))
+                  for ad, path in candidates([agent_dir], [agent_dir.name], None)]
+    return found
+
+
 def import_sessions(target: Settings | Path | Workspace,
                     sources: Sequence[ImportSource] | None = None, *,
                     progress: Progress | None = None) -> Any:
