@@ -117,7 +117,8 @@ def test_wheel_holds_only_the_opentraces_package(wheel: Path) -> None:
     assert len(dist_info) == 1
     assert top - dist_info == {"opentraces"}, "nothing but opentraces/ at the top of the wheel"
     packages = {name.rsplit("/", 1)[0] for name in names if name.endswith(".py")}
-    assert packages == {"opentraces", "opentraces/projections", "opentraces/commands"}
+    assert packages == {"opentraces", "opentraces/capture", "opentraces/projections",
+                        "opentraces/commands"}
     (info,) = dist_info
     assert zipfile.ZipFile(wheel).read(f"{info}/top_level.txt").decode().split() == ["opentraces"]
 
