@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "repair": "maintenance:repair",
     "bucket": "bucket:bucket",
     "import": "capture:import_",
+    "trace": "trace:trace",
 }
 
 

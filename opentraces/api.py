@@ -572,3 +572,60 @@ def bucket_prune(target: Settings | Path | Workspace, *, dry_run: bool,
         report = ws.blobs.prune(referenced, dry_run=dry_run, min_age_seconds=min_age_seconds)
     return PruneResult(dry_run=dry_run, hashes=report.hashes, bytes=report.bytes,
                        temp_files=report.temp_files)
+
+
+# ---------------------------------------------------------------------------------------------
+# Traces (defined in opentraces.tracing; re-exported here)
+
+from opentraces.tracing import (  # noqa: E402
+    AmbiguousTrace,
+    TraceNotFound,
+    TraceView,
+    trace_get,
+    trace_view,
+)
+
+__all__ += ["AmbiguousTrace", "TraceNotFound", "TraceView", "trace_get", "trace_view"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Capture settings: tracking mode, enrollment, agent hooks (defined in opentraces.enrollment
+# and opentraces.agent_setup; re-exported here)
+
+from opentraces.agent_setup import (  # noqa: E402
+    SetupReport,
+    default_hook_command,
+    setup_agent,
+)
+from opentraces.enrollment import (  # noqa: E402
+    EnrollmentState,
+    EnrollResult,
+    ProjectState,
+    RemoveResult,
+    TrackingModeResult,
+    enroll,
+    enrolled_projects,
+    enrollment_state,
+    remove,
+    set_tracking_mode,
+    should_capture,
+    tracking_mode,
+)
+
+__all__ += [
+    "EnrollResult",
+    "EnrollmentState",
+    "ProjectState",
+    "RemoveResult",
+    "SetupReport",
+    "TrackingModeResult",
+    "default_hook_command",
+    "enroll",
+    "enrolled_projects",
+    "enrollment_state",
+    "remove",
+    "set_tracking_mode",
+    "setup_agent",
+    "should_capture",
+    "tracking_mode",
+]

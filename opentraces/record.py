@@ -31,6 +31,7 @@ SCHEMA_VERSION = "0.9.0"
 
 __all__ = [
     "SCHEMA_VERSION",
+    "VCS",
     "Agent",
     "Environment",
     "GitAnchor",
@@ -46,12 +47,11 @@ __all__ = [
     "TokenUsage",
     "ToolCall",
     "TraceRecord",
-    "VCS",
     "decode_jsonl_line",
 ]
 
 
-class Task(msgspec.Struct, frozen=True):
+class Task(msgspec.Struct, frozen=True, kw_only=True):
     description: str | None = None
     source: str | None = None  # where the description came from, e.g. "user_prompt"
     repository: str | None = None  # "owner/repo"
@@ -59,20 +59,20 @@ class Task(msgspec.Struct, frozen=True):
     base_commit: str | None = None
 
 
-class Agent(msgspec.Struct, frozen=True):
+class Agent(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     version: str | None = None
     model: str | None = None
 
 
-class VCS(msgspec.Struct, frozen=True):
+class VCS(msgspec.Struct, frozen=True, kw_only=True):
     type: str = "none"  # "git" or "none"
     base_commit: str | None = None
     branch: str | None = None
     diff: str | None = None
 
 
-class Environment(msgspec.Struct, frozen=True):
+class Environment(msgspec.Struct, frozen=True, kw_only=True):
     os: str | None = None
     shell: str | None = None
     vcs: VCS = msgspec.field(default_factory=VCS)
@@ -85,14 +85,14 @@ class Environment(msgspec.Struct, frozen=True):
     abi_tag: str | None = None
 
 
-class ToolCall(msgspec.Struct, frozen=True):
+class ToolCall(msgspec.Struct, frozen=True, kw_only=True):
     tool_call_id: str
     tool_name: str
     input: dict[str, Any] = {}
     duration_ms: int | None = None
 
 
-class Observation(msgspec.Struct, frozen=True):
+class Observation(msgspec.Struct, frozen=True, kw_only=True):
     """What came back for one tool call; ``error`` is ``no_result`` when nothing did."""
 
     source_call_id: str
@@ -101,7 +101,7 @@ class Observation(msgspec.Struct, frozen=True):
     error: str | None = None
 
 
-class Snippet(msgspec.Struct, frozen=True):
+class Snippet(msgspec.Struct, frozen=True, kw_only=True):
     file_path: str
     start_line: int | None = None
     end_line: int | None = None
@@ -110,7 +110,7 @@ class Snippet(msgspec.Struct, frozen=True):
     source_step: int | None = None
 
 
-class TokenUsage(msgspec.Struct, frozen=True):
+class TokenUsage(msgspec.Struct, frozen=True, kw_only=True):
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
@@ -118,7 +118,7 @@ class TokenUsage(msgspec.Struct, frozen=True):
     prefix_reuse_tokens: int = 0
 
 
-class Step(msgspec.Struct, frozen=True):
+class Step(msgspec.Struct, frozen=True, kw_only=True):
     """One model call (or one user / system entry) of the session."""
 
     step_index: int
@@ -140,7 +140,7 @@ class Step(msgspec.Struct, frozen=True):
     context_node_id: str | None = None
 
 
-class Outcome(msgspec.Struct, frozen=True):
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     success: bool | None = None
     signal_source: str = "deterministic"
     signal_confidence: str = "derived"
@@ -152,7 +152,7 @@ class Outcome(msgspec.Struct, frozen=True):
     reward_source: str | None = None
 
 
-class Metrics(msgspec.Struct, frozen=True):
+class Metrics(msgspec.Struct, frozen=True, kw_only=True):
     total_steps: int = 0
     total_input_tokens: int = 0
     total_output_tokens: int = 0
@@ -163,14 +163,14 @@ class Metrics(msgspec.Struct, frozen=True):
     estimated_cost_usd: float | None = None
 
 
-class SecurityMetadata(msgspec.Struct, frozen=True):
+class SecurityMetadata(msgspec.Struct, frozen=True, kw_only=True):
     scanned: bool = False
     flags_reviewed: int = 0
     redactions_applied: int = 0
     classifier_version: str | None = None
 
 
-class GitAnchor(msgspec.Struct, frozen=True):
+class GitAnchor(msgspec.Struct, frozen=True, kw_only=True):
     """Where a patch was found in Git; ``found`` is False after a search that matched nothing."""
 
     last_searched_at: str
@@ -183,7 +183,7 @@ class GitAnchor(msgspec.Struct, frozen=True):
     evidence_firmness: str | None = None
 
 
-class Patch(msgspec.Struct, frozen=True):
+class Patch(msgspec.Struct, frozen=True, kw_only=True):
     """A change the trace made to one file (one Edit/Write/apply_patch hunk)."""
 
     patch_id: str
@@ -198,28 +198,28 @@ class Patch(msgspec.Struct, frozen=True):
     limitations: list[str] = []
 
 
-class GitLink(msgspec.Struct, frozen=True):
-    revision: str
-    tier: str
+class GitLink(msgspec.Struct, frozen=True, kw_only=True):
     vcs_type: str = "git"
+    revision: str
     repo_url: str | None = None
     branch: str | None = None
+    tier: str
     commit_reachable: bool | None = None
     content_alive: bool | None = None
 
 
-class TraceRecord(msgspec.Struct, frozen=True):
+class TraceRecord(msgspec.Struct, frozen=True, kw_only=True):
     """One session, whole: who ran it, every step, its outcome and its metrics."""
 
+    schema_version: str = SCHEMA_VERSION
     trace_id: str
     session_id: str
-    agent: Agent
-    schema_version: str = SCHEMA_VERSION
     content_hash: str | None = None
     timestamp_start: str | None = None
     timestamp_end: str | None = None
     execution_context: str | None = None  # "devtime" or "runtime"
     task: Task = msgspec.field(default_factory=Task)
+    agent: Agent
     environment: Environment = msgspec.field(default_factory=Environment)
     system_prompts: dict[str, str] = {}
     tool_definitions: list[dict[str, Any]] = []
@@ -251,50 +251,13 @@ class TraceRecord(msgspec.Struct, frozen=True):
         return _encode(record).decode("utf-8")
 
 
-# Schema order, which the JSON line follows (Struct fields without defaults must come first in
-# the class, so the encoder is given this order explicitly).
-_RECORD_ORDER = (
-    "schema_version", "trace_id", "session_id", "content_hash", "timestamp_start",
-    "timestamp_end", "execution_context", "task", "agent", "environment", "system_prompts",
-    "tool_definitions", "steps", "outcome", "dependencies", "metrics", "security", "attribution",
-    "lifecycle", "generation_index", "patches", "git_links", "context_tree_summary", "metadata",
-)
-_ANCHOR_ORDER = ("last_searched_at", "found", "commit_sha", "path", "blob_sha", "git_patch_id",
-                 "evidence_tier", "evidence_firmness")
-_LINK_ORDER = ("vcs_type", "revision", "repo_url", "branch", "tier", "commit_reachable",
-               "content_alive")
-
-
-def _enc_hook(obj: Any) -> Any:
-    raise TypeError(f"cannot encode {type(obj).__name__} in a TraceRecord")
-
-
-_ENCODER = msgspec.json.Encoder(order="deterministic", enc_hook=_enc_hook)
-
-
-def _ordered(value: Any) -> Any:
-    """Builtins of a record in schema key order (dict keys that are data stay sorted)."""
-    if isinstance(value, TraceRecord):
-        return _in_order(value, _RECORD_ORDER)
-    if isinstance(value, GitAnchor):
-        return _in_order(value, _ANCHOR_ORDER)
-    if isinstance(value, GitLink):
-        return _in_order(value, _LINK_ORDER)
-    if isinstance(value, msgspec.Struct):
-        return {f: _ordered(getattr(value, f)) for f in value.__struct_fields__}
-    if isinstance(value, list):
-        return [_ordered(v) for v in value]
-    return value
-
-
-def _in_order(value: msgspec.Struct, order: tuple[str, ...]) -> dict[str, Any]:
-    return {f: _ordered(getattr(value, f)) for f in order}
+#: Struct fields encode in declaration order (the schema's); dicts that hold data (metadata,
+#: tool inputs) are sorted, so the bytes depend only on the content.
+_ENCODER = msgspec.json.Encoder(order="deterministic")
 
 
 def _encode(record: TraceRecord) -> bytes:
-    # Struct-valued fields are re-ordered; plain dicts (metadata, tool inputs) are sorted by
-    # the encoder, so the bytes depend only on the content.
-    return _ENCODER.encode(_ordered(record))
+    return _ENCODER.encode(record)
 
 
 def decode_jsonl_line(line: str | bytes) -> TraceRecord:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from opentraces.projections.base import Projection
 from opentraces.projections.bucket_manifest import BucketManifest
+from opentraces.projections.traces import Traces
 
 #: Every projection the runner keeps, in the order `rebuild` reports them.
-ALL: tuple[type[Projection], ...] = (BucketManifest,)
+ALL: tuple[type[Projection], ...] = (BucketManifest, Traces)
 
-__all__ = ["ALL", "BucketManifest", "Projection"]
+__all__ = ["ALL", "BucketManifest", "Projection", "Traces"]

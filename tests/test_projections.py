@@ -77,7 +77,7 @@ def test_lagging_projection_is_reported_not_written_by_reads(settings: Settings)
     assert after.projections["bucket_manifest"]["position"] == before["position"]
     assert after.verdict == "needs_maintenance" and after.next_command == "opentraces repair"
     repaired = api.repair(settings)
-    assert repaired.projections_caught_up == ["bucket_manifest"]
+    assert repaired.projections_caught_up == sorted(api.projection_names())
     assert api.status(settings).verdict == "ok"
 
 
@@ -109,7 +109,8 @@ def test_rebuild_swaps_atomically_and_sweeps_old_builds_later(settings: Settings
     api.rebuild(settings, ["bucket_manifest"])
     builds = sorted(p.name for p in (settings.projections_dir / ".builds").iterdir())
     assert first.name not in builds and crashed.name not in builds
-    assert link.resolve().name in builds and len(builds) == 2  # live + the one just replaced
+    mine = [b for b in builds if b.startswith("bucket_manifest-")]
+    assert link.resolve().name in mine and len(mine) == 2  # live + the one just replaced
 
 
 def test_a_view_built_from_another_store_is_rebuilt(settings: Settings,
@@ -120,7 +121,7 @@ def test_a_view_built_from_another_store_is_rebuilt(settings: Settings,
     state = api.status(other).projections["bucket_manifest"]
     assert state["state"] == "other_store" and state["position"] > state["head"] == 0
     assert api.status(other).verdict == "needs_maintenance"
-    assert api.repair(other).projections_rebuilt == ["bucket_manifest"]
+    assert api.repair(other).projections_rebuilt == sorted(api.projection_names())
     assert api.bucket_manifest(other).traces == []
     assert api.status(settings).projections["bucket_manifest"]["state"] == "other_store"
 
