@@ -151,7 +151,10 @@ def fsync_dir(directory: Path) -> None:
 
 
 def blob_refs(value: object) -> Iterator[BlobRef]:
-    """Every :class:`BlobRef` inside an event (nested structs and lists included)."""
+    """Every blob reference inside an event: :class:`BlobRef` fields, nested structs and lists,
+    and references kept as plain dicts inside free-form fields (``detail``, ``data``), which
+    adapters write with ``msgspec.to_builtins(ref)``. Prune trusts this to find them all.
+    """
     if isinstance(value, BlobRef):
         yield value
     elif isinstance(value, msgspec.Struct):
@@ -160,3 +163,15 @@ def blob_refs(value: object) -> Iterator[BlobRef]:
     elif isinstance(value, list | tuple):
         for item in value:
             yield from blob_refs(item)
+    elif isinstance(value, dict):
+        if _looks_like_ref(value):
+            yield BlobRef(hash=value["hash"], size=value["size"])
+            return
+        for item in value.values():
+            yield from blob_refs(item)
+
+
+def _looks_like_ref(value: dict[object, object]) -> bool:
+    digest = value.get("hash")
+    return (isinstance(digest, str) and len(digest) == 64 and isinstance(value.get("size"), int)
+            and all(c in "0123456789abcdef" for c in digest))

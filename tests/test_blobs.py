@@ -5,11 +5,12 @@ import time
 import zlib
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from opentraces.blobs import BlobStore, blob_hash, blob_refs
 from opentraces.errors import BlobCorrupt, BlobMissing
-from opentraces.events import BlobRef, StepRecorded, ToolCall
+from opentraces.events import BlobRef, StepRecorded, ToolCall, ToolResultRecorded
 
 
 def test_put_get_roundtrip_and_layout(tmp_path: Path) -> None:
@@ -82,3 +83,11 @@ def test_blob_refs_finds_nested_references() -> None:
     event = StepRecorded(step_index=0, role="agent", content_blob=a, images=[b],
                          tool_calls=[ToolCall(tool_call_id="t", tool_name="Read", input_blob=c)])
     assert {r.hash for r in blob_refs(event)} == {a.hash, b.hash, c.hash}
+
+
+def test_blob_refs_finds_references_inside_free_form_dicts() -> None:
+    d, e = (BlobRef(hash=h * 64, size=2) for h in "de")
+    result = ToolResultRecorded(step_index=0, tool_call_id="t", detail={
+        "blob": msgspec.to_builtins(d), "images": [msgspec.to_builtins(e)],
+        "hash": "not a ref", "nested": {"size": 3}})
+    assert [r.hash for r in blob_refs(result)] == [d.hash, e.hash]

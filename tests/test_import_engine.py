@@ -161,3 +161,13 @@ def test_concurrent_imports_of_a_growing_file_converge(settings: Settings,
         appended = pool.map(_import_in_child, [(str(settings.home), str(f))] * 8)
     assert sum(appended) == 202  # one importer wrote everything, the others found it done
     assert steps(trace_events(settings, f)) == [(i, f"m{i}") for i in range(200)]
+
+
+def test_a_line_nested_too_deeply_is_rejected_not_raised(settings: Settings,
+                                                         tmp_path: Path) -> None:
+    f = tmp_path / "s8.jsonl"
+    deep = b'{"a":' + b"[" * 5000 + b"]" * 5000 + b"}\n"
+    f.write_bytes(line("user", "before") + deep + line("agent", "after"))
+    report = run(settings, f)
+    assert [(r.line, r.reason) for r in report.rejected] == [(2, "JSON nested too deeply")]
+    assert steps(trace_events(settings, f)) == [(0, "before"), (1, "after")]

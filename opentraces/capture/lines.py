@@ -60,6 +60,8 @@ def decode(raw: bytes) -> list[Any] | Rejected:
         return [_DECODER.decode(text)]
     except msgspec.DecodeError:
         pass
+    except RecursionError:
+        return Rejected("JSON nested too deeply", raw)
     try:
         string = text.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -72,6 +74,8 @@ def decode(raw: bytes) -> list[Any] | Rejected:
             value, index = _STDLIB.raw_decode(string, index)
         except json.JSONDecodeError as e:
             return Rejected(f"invalid JSON at column {e.colno}: {e.msg}", raw)
+        except RecursionError:
+            return Rejected("JSON nested too deeply", raw)
         values.append(safe_value(value))
         while index < len(string) and string[index].isspace():
             index += 1
