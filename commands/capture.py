@@ -29,12 +29,14 @@ def parse_since(value: str | None) -> float | None:
 @click.option("--agent", "agents", multiple=True, type=click.Choice(AGENTS),
               help="Only this agent's transcripts (repeatable).")
 @click.option("--since", help="Only files changed within this long, e.g. 12h or 7d.")
+@click.option("--from-spool", is_flag=True,
+              help="Import the sessions that agent hooks reported, then clear their spool.")
 @click.option("--samples-when-empty", is_flag=True,
               help="If no agent transcripts are found, import the bundled sample sessions.")
 @json_option
 @click.pass_context
 def import_(ctx: click.Context, paths: tuple[Path, ...], agents: tuple[str, ...],
-            since: str | None, samples_when_empty: bool) -> None:
+            since: str | None, from_spool: bool, samples_when_empty: bool) -> None:
     """Import sessions from PATHS, or from the agents' standard folders.
 
     Re-running is safe: unchanged files add nothing and grown files add only their new lines.
@@ -42,6 +44,11 @@ def import_(ctx: click.Context, paths: tuple[Path, ...], agents: tuple[str, ...]
     from opentraces import api
 
     settings = api.settings_from_environment()
+    if from_spool:
+        report = api.import_from_spool(settings)
+        emit(ctx, "opentraces.import.v1", api.to_builtins(report) | {"samples": False},
+             text=f"{report.events_appended} events from {report.sources_scanned} spooled files")
+        return
     sources = api.import_sources(settings, list(paths) or None, agents=agents or None,
                                  since=parse_since(since))
     samples = samples_when_empty and not sources

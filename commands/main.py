@@ -24,6 +24,10 @@ COMMANDS: dict[str, str] = {
     "bucket": "bucket:bucket",
     "import": "capture:import_",
     "trace": "trace:trace",
+    "setup": "setup:setup",
+    "init": "enroll:init",
+    "remove": "enroll:remove",
+    "config": "config:config",
 }
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "bucket_verify",
     "doctor",
     "event_count",
+    "import_from_spool",
     "import_sessions",
     "import_sources",
     "open_workspace",
@@ -217,11 +218,12 @@ def sample_sources() -> list[ImportSource]:
 
 def import_sessions(target: Settings | Path | Workspace,
                     sources: Sequence[ImportSource] | None = None, *,
-                    progress: Progress | None = None) -> Any:
+                    project: Path | None = None, progress: Progress | None = None) -> Any:
     """Import transcript files (default: everything :func:`import_sources` finds).
 
-    Re-importing is safe: unchanged files add nothing, grown files add only their new lines.
-    Projections are caught up before returning.
+    ``project`` limits the import to sessions whose working folder is inside it. Re-importing
+    is safe: unchanged files add nothing, grown files add only their new lines. Projections
+    are caught up before returning.
 
     Returns:
         An :class:`opentraces.capture.importer.ImportReport`.
@@ -233,19 +235,61 @@ def import_sessions(target: Settings | Path | Workspace,
         if sources is None:
             sources = import_sources(ws)
         files = [(adapter(s.agent), Path(s.path)) for s in sources]
-        report = import_files(ws.log, ws.blobs, files, accept=_capture_filter(ws),
+        report = import_files(ws.log, ws.blobs, files, accept=_capture_filter(ws, project),
                               progress=progress)
         ws.runner().catch_up()
     return report
 
 
-def _capture_filter(ws: Workspace) -> Callable[[str | None], bool] | None:
-    """Tracking mode and enrollment decide which sessions are captured (None: all)."""
-    try:
-        from opentraces import enrollment
-    except ImportError:
-        return None
-    return lambda cwd: enrollment.should_capture(ws, cwd)
+def _capture_filter(ws: Workspace, project: Path | None = None,
+                    ) -> Callable[[str | None, str, str | None], bool]:
+    """Tracking mode and enrollment decide which sessions are captured (folded once)."""
+    from opentraces import enrollment
+
+    state = enrollment.enrollment_state(ws)
+
+    def accept(cwd: str | None, agent: str, started_at: str | None) -> bool:
+        if project is not None and (cwd is None or not _inside(Path(cwd), project)):
+            return False
+        return enrollment.should_capture(state, cwd, agent=agent, started_at=started_at)
+
+    return accept
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def import_from_spool(target: Settings | Path | Workspace,
+                      progress: Progress | None = None) -> Any:
+    """Import the transcripts that agent hooks named in the spool, then drain what was read.
+
+    Hooks fire often (Claude Code's Stop ends every turn): when another import is already
+    running this returns at once with an empty report, since that import covers the work.
+    """
+    import fcntl
+
+    from opentraces import hooks
+    from opentraces.capture.importer import ImportReport
+
+    with open_workspace(target) as ws:
+        home = ws.settings.home
+        home.mkdir(parents=True, exist_ok=True)
+        with open(home / ".import.lock", "a+b") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return ImportReport()
+            entries = hooks.read_spool(home)
+            wanted: dict[str, str] = {}
+            for entry in entries:
+                path = entry.get("transcript_path")
+                if isinstance(path, str) and entry.get("agent") and Path(path).is_file():
+                    wanted.setdefault(path, entry["agent"])
+            sources = [ImportSource(agent=agent, path=path) for path, agent in wanted.items()]
+            report = import_sessions(ws, sources, progress=progress)
+            hooks.drain_spool(home, hooks.spool_marks(entries))
+    return report
 
 
 # ---------------------------------------------------------------------------------------------

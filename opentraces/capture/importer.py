@@ -51,8 +51,9 @@ BATCH_EVENTS = 20_000
 RAW_MEDIA_TYPE = "application/x-ndjson"
 
 Progress = Callable[[int], None]
-#: Decides from a session's working folder whether it may be captured (tracking mode).
-CaptureFilter = Callable[[str | None], bool]
+#: Decides whether a session may be captured (tracking mode, enrollment):
+#: called with its working folder, agent and start time (ISO-8601), each possibly unknown.
+CaptureFilter = Callable[[str | None, str, str | None], bool]
 
 
 class Rejection(msgspec.Struct, frozen=True):
@@ -110,29 +111,37 @@ def tail_hash(data: bytes, end: int) -> str:
 
 def candidates(paths: Sequence[Path] | None, agents: Sequence[str], user_home: Path | None,
                since: float | None = None) -> Iterator[tuple[Adapter, Path]]:
-    """(adapter, file) pairs to look at: the agents' standard folders, or the given paths."""
+    """(adapter, file) pairs to read.
+
+    Without ``paths``: each agent's own discovery in its standard folders under ``user_home``.
+    With ``paths``: every ``*.jsonl`` file given or found below a given folder, claimed by the
+    first of ``agents`` whose adapter recognises its first record (file names vary: renamed
+    copies, exported fixtures).
+    """
     chosen = [adapter(a) for a in agents]
     seen: set[Path] = set()
-    roots: list[tuple[Adapter | None, Path]] = []
-    if paths:
-        roots = [(None, p) for p in paths]
-    elif user_home is not None:
-        roots = [(a, r) for a in chosen for r in a.default_roots(user_home)]
-    for owner, root in roots:
+
+    def fresh(file: Path) -> bool:
+        key = file.resolve()
+        if key in seen or (since is not None and file.stat().st_mtime < since):
+            return False
+        seen.add(key)
+        return True
+
+    if not paths:
+        for ad in chosen:
+            for root in ad.default_roots(user_home) if user_home is not None else []:
+                if root.exists():
+                    yield from ((ad, f) for f in ad.discover(root) if fresh(f))
+        return
+    for root in paths:
         if not root.exists():
-            if paths:
-                raise UsageError(f"{root}: no such file or folder")
-            continue
-        for ad in [owner] if owner else chosen:
-            files = [root] if root.is_file() else list(ad.discover(root))
-            for file in files:
-                key = file.resolve()
-                if key in seen or (since is not None and file.stat().st_mtime < since):
-                    continue
-                if root.is_file() and owner is None and not _claims(ad, file):
-                    continue
-                seen.add(key)
-                yield ad, file
+            raise UsageError(f"{root}: no such file or folder")
+        files = [root] if root.is_file() else sorted(root.rglob("*.jsonl"))
+        for file in files:
+            owner = next((ad for ad in chosen if _claims(ad, file)), None)
+            if owner is not None and fresh(file):
+                yield owner, file
 
 
 def _claims(ad: Adapter, file: Path) -> bool:
@@ -186,7 +195,8 @@ def plan_file(log: EventLog, blobs: BlobStore, ad: Adapter, path: Path, data: by
         resume = checkpoint.end_offset if same else 0
     ctx = Context(lambda content, media: blobs.put(content, media))
     parsed = parse_bytes(ad, path, data[:complete], resume=resume, ctx=ctx)
-    if accept is not None and checkpoint is None and not accept(_cwd(ref, parsed.events)):
+    if accept is not None and checkpoint is None and not accept(
+            _cwd(ref, parsed.events), ref.agent, _started(parsed.events)):
         return None
     raw = blobs.put(data[resume:complete], RAW_MEDIA_TYPE, local_only=True)
     events: list[Event] = []
@@ -209,6 +219,10 @@ def plan_file(log: EventLog, blobs: BlobStore, ad: Adapter, path: Path, data: by
     records = [Recorded(stream_id, start + i, e) for i, e in enumerate(events)]
     return Plan(ref, records, last_version is None, parsed.lines_read, rejected,
                 complete - resume)
+
+
+def _started(events: Iterable[Event]) -> str | None:
+    return next((e.at for e in events if e.at), None)
 
 
 def _cwd(ref: SessionRef, events: Iterable[Event]) -> str | None:
