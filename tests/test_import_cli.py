@@ -1,0 +1,66 @@
+"""`opentraces import` through the CLI: samples on a machine without agent history, the
+standard agent folders under HOME, --since, and the spool filled by hooks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from opentraces.commands.main import cli
+from tests.conftest import CORPUS
+
+
+def run_json(*args: str, code: int = 0) -> dict:
+    result = CliRunner().invoke(cli, [*args, "--json"], catch_exceptions=False)
+    assert result.exit_code == code, result.output
+    return json.loads(result.stdout)
+
+
+def test_samples_when_the_machine_has_no_history(isolated_home: Path) -> None:
+    body = run_json("import", "--samples-when-empty")
+    assert body["samples"] is True and body["traces_created"] == 3
+    assert body["lines_rejected"] == 0
+    manifest = run_json("bucket", "manifest")
+    assert sorted(t["agent_name"] for t in manifest["traces"]) == ["claude-code", "codex-cli",
+                                                                    "pi"]
+    again = run_json("import", "--samples-when-empty")
+    assert again["events_appended"] == 0 and again["sources_unchanged"] == 3
+
+
+def test_standard_folders_are_found_and_samples_not_used(isolated_home: Path) -> None:
+    home = Path(os.environ["HOME"])
+    session = next((CORPUS / "claude-code" / "claude-code-log-real-projects"
+                    / "-experiments-worktrees").glob("*.jsonl"))
+    target = home / ".claude" / "projects" / "-work-demo" / session.name
+    target.parent.mkdir(parents=True)
+    shutil.copy(session, target)
+    body = run_json("import", "--samples-when-empty")
+    assert body["samples"] is False and body["traces_created"] == 1
+    old = time.time() - 3 * 86400
+    os.utime(target, (old, old))
+    assert run_json("import", "--since", "1d")["sources_scanned"] == 0
+    assert run_json("import", "--since", "7d")["sources_scanned"] == 1
+
+
+def test_a_bad_since_is_a_usage_error(isolated_home: Path) -> None:
+    body = run_json("import", "--since", "soon", code=2)
+    assert body["error"]["code"] == "usage_error"
+
+
+def test_import_from_the_spool_written_by_the_hook(isolated_home: Path, tmp_path: Path) -> None:
+    session = CORPUS / "pi" / "pi-mono-fixtures"
+    transcript = sorted(session.rglob("*.jsonl"))[0]
+    payload = {"session_id": "x", "transcript_path": str(transcript), "cwd": str(tmp_path),
+               "hook_event_name": "PostToolUse"}
+    subprocess.run([sys.executable, "-m", "opentraces.hooks", "pi", "PostToolUse"],
+                   input=json.dumps(payload), text=True, check=True, env=os.environ.copy())
+    body = run_json("import", "--from-spool")
+    assert body["traces_created"] == 1
+    assert run_json("import", "--from-spool")["sources_scanned"] == 0  # the spool was drained
