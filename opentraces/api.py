@@ -182,7 +182,9 @@ def put_blob(target: Settings | Path | Workspace, data: bytes,
 
 
 class ImportSource(msgspec.Struct, frozen=True):
-    agent: str
+    """A file to import; ``agent`` is None when no adapter recognised it."""
+
+    agent: str | None
     path: str
 
 
@@ -198,7 +200,7 @@ def import_sources(target: Settings | Path | Workspace, paths: Sequence[Path] | 
     with open_workspace(target, readonly=True) as ws:
         user_home = ws.settings.user_home
     chosen = list(agents or ADAPTERS)
-    return [ImportSource(agent=ad.agent, path=str(path))
+    return [ImportSource(agent=ad.agent if ad else None, path=str(path))
             for ad, path in candidates(paths, chosen, user_home, since)]
 
 
@@ -211,7 +213,7 @@ def sample_sources() -> list[ImportSource]:
 
     found = []
     for agent_dir in sorted(p for p in SAMPLES_DIR.iterdir() if p.is_dir()):
-        found += [ImportSource(agent=ad.agent, path=str(path))
+        found += [ImportSource(agent=ad.agent if ad else None, path=str(path))
                   for ad, path in candidates([agent_dir], [agent_dir.name], None)]
     return found
 
@@ -234,7 +236,7 @@ def import_sessions(target: Settings | Path | Workspace,
     with open_workspace(target) as ws:
         if sources is None:
             sources = import_sources(ws)
-        files = [(adapter(s.agent), Path(s.path)) for s in sources]
+        files = [(adapter(s.agent) if s.agent else None, Path(s.path)) for s in sources]
         report = import_files(ws.log, ws.blobs, files, accept=_capture_filter(ws, project),
                               progress=progress)
         ws.runner().catch_up()

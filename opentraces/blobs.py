@@ -151,9 +151,11 @@ def fsync_dir(directory: Path) -> None:
 
 
 def blob_refs(value: object) -> Iterator[BlobRef]:
-    """Every blob reference inside an event: :class:`BlobRef` fields, nested structs and lists,
-    and references kept as plain dicts inside free-form fields (``detail``, ``data``), which
-    adapters write with ``msgspec.to_builtins(ref)``. Prune trusts this to find them all.
+    """Every blob reference inside an event. Prune and verify trust this to find them all:
+
+    - :class:`BlobRef` fields, in nested structs and lists;
+    - inside free-form dicts (``detail``, ``data``): a ``msgspec.to_builtins(ref)`` dict, or a
+      hash string under a key named ``blob`` or ending in ``_blob``.
     """
     if isinstance(value, BlobRef):
         yield value
@@ -164,14 +166,17 @@ def blob_refs(value: object) -> Iterator[BlobRef]:
         for item in value:
             yield from blob_refs(item)
     elif isinstance(value, dict):
-        if _looks_like_ref(value):
+        if _is_hash(value.get("hash")) and isinstance(value.get("size"), int):
             yield BlobRef(hash=value["hash"], size=value["size"])
             return
-        for item in value.values():
-            yield from blob_refs(item)
+        for key, item in value.items():
+            if isinstance(key, str) and (key == "blob" or key.endswith("_blob")) \
+                    and _is_hash(item):
+                yield BlobRef(hash=item, size=0)
+            else:
+                yield from blob_refs(item)
 
 
-def _looks_like_ref(value: dict[object, object]) -> bool:
-    digest = value.get("hash")
-    return (isinstance(digest, str) and len(digest) == 64 and isinstance(value.get("size"), int)
-            and all(c in "0123456789abcdef" for c in digest))
+def _is_hash(value: object) -> bool:
+    return (isinstance(value, str) and len(value) == 64
+            and all(c in "0123456789abcdef" for c in value))

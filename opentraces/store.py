@@ -73,7 +73,7 @@ def encode_event(event: Event) -> bytes:
     """msgpack bytes of an event; hostile strings are escaped rather than refused."""
     try:
         return _ENCODER.encode(event)
-    except UnicodeEncodeError:
+    except (UnicodeEncodeError, OverflowError):
         return _ENCODER.encode(safe_struct(event))
 
 

@@ -28,10 +28,18 @@ def decode_bytes(raw: bytes) -> str:
     return safe_str(raw.decode("utf-8", "backslashreplace"))
 
 
+#: msgpack integers are 64-bit; JSON's are not. Larger ones are kept as their decimal text.
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+
+
 def safe_value(value: Any) -> Any:
-    """Apply :func:`safe_str` to every string inside a JSON-like value (dict keys included)."""
+    """Apply :func:`safe_str` to every string inside a JSON-like value (dict keys included),
+    and turn integers msgpack cannot hold into text."""
     if isinstance(value, str):
         return safe_str(value)
+    if isinstance(value, int) and not isinstance(value, bool) \
+            and not INT_MIN <= value <= INT_MAX:
+        return str(value)
     if isinstance(value, dict):
         return {safe_value(k): safe_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -87,7 +87,9 @@ def test_blob_refs_finds_nested_references() -> None:
 
 def test_blob_refs_finds_references_inside_free_form_dicts() -> None:
     d, e = (BlobRef(hash=h * 64, size=2) for h in "de")
+    f, g = "f" * 64, "0" * 64
     result = ToolResultRecorded(step_index=0, tool_call_id="t", detail={
         "blob": msgspec.to_builtins(d), "images": [msgspec.to_builtins(e)],
-        "hash": "not a ref", "nested": {"size": 3}})
-    assert [r.hash for r in blob_refs(result)] == [d.hash, e.hash]
+        "capped": {"blob": f, "size": 9}, "content_blob": g,
+        "hash": "not a ref", "nested": {"size": 3}, "other": "1" * 64})
+    assert [r.hash for r in blob_refs(result)] == [d.hash, e.hash, f, g]

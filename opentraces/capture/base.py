@@ -15,6 +15,14 @@ Consequences for adapters:
 - Step indexes are dense, start at 0 and follow file order; a tool result is attached to the
   step that made the call (``ToolResultRecorded.step_index``).
 
+Blob references inside free-form dicts (``detail``, ``data``) must be findable by
+:func:`opentraces.blobs.blob_refs`, or prune would delete the blob: store them as
+``msgspec.to_builtins(ref)`` or as the hash under a key named ``blob`` or ending in ``_blob``.
+
+``TokenUsage.input_tokens`` counts input tokens *not* read from the cache; cache reads go in
+``cache_read_tokens`` (Anthropic's convention; OpenAI's ``input_tokens`` include cached ones
+and are converted).
+
 The importer writes ``SessionStarted`` (from :class:`SessionRef`) and the
 ``SourceSegmentRead``/``SourceLineRejected`` bookkeeping itself; adapters emit everything else.
 """

@@ -62,6 +62,11 @@ class Rejection(msgspec.Struct, frozen=True):
     reason: str
 
 
+class Skipped(msgspec.Struct, frozen=True):
+    path: str
+    reason: str
+
+
 class ImportReport(msgspec.Struct):
     sources_scanned: int = 0
     sources_unchanged: int = 0
@@ -73,6 +78,7 @@ class ImportReport(msgspec.Struct):
     lines_rejected: int = 0
     bytes_read: int = 0
     rejected: list[Rejection] = []
+    skipped: list[Skipped] = []
 
 
 @dataclass(frozen=True)
@@ -110,13 +116,14 @@ def tail_hash(data: bytes, end: int) -> str:
 
 
 def candidates(paths: Sequence[Path] | None, agents: Sequence[str], user_home: Path | None,
-               since: float | None = None) -> Iterator[tuple[Adapter, Path]]:
+               since: float | None = None) -> Iterator[tuple[Adapter | None, Path]]:
     """(adapter, file) pairs to read.
 
     Without ``paths``: each agent's own discovery in its standard folders under ``user_home``.
     With ``paths``: every ``*.jsonl`` file given or found below a given folder, claimed by the
     first of ``agents`` whose adapter recognises its first record (file names vary: renamed
-    copies, exported fixtures).
+    copies, exported fixtures). A file no adapter recognises comes with ``None``, so that it
+    is reported rather than silently passed over.
     """
     chosen = [adapter(a) for a in agents]
     seen: set[Path] = set()
@@ -139,9 +146,8 @@ def candidates(paths: Sequence[Path] | None, agents: Sequence[str], user_home: P
             raise UsageError(f"{root}: no such file or folder")
         files = [root] if root.is_file() else sorted(root.rglob("*.jsonl"))
         for file in files:
-            owner = next((ad for ad in chosen if _claims(ad, file)), None)
-            if owner is not None and fresh(file):
-                yield owner, file
+            if fresh(file):
+                yield next((ad for ad in chosen if _claims(ad, file)), None), file
 
 
 def _claims(ad: Adapter, file: Path) -> bool:
@@ -236,7 +242,8 @@ def _cwd(ref: SessionRef, events: Iterable[Event]) -> str | None:
 # Importing
 
 
-def import_files(log: EventLog, blobs: BlobStore, files: Iterable[tuple[Adapter, Path]], *,
+def import_files(log: EventLog, blobs: BlobStore,
+                 files: Iterable[tuple[Adapter | None, Path]], *,
                  accept: CaptureFilter | None = None,
                  progress: Progress | None = None) -> ImportReport:
     """Import every (adapter, file) pair; events are written in batches across files."""
@@ -245,9 +252,15 @@ def import_files(log: EventLog, blobs: BlobStore, files: Iterable[tuple[Adapter,
     pending = 0
     for ad, path in files:
         report.sources_scanned += 1
+        if ad is None:
+            report.sources_skipped += 1
+            report.skipped.append(Skipped(str(path), "not a transcript of a known agent"))
+            continue
         plan = _plan(log, blobs, ad, path, accept)
         if plan is None:
             report.sources_skipped += 1
+            report.skipped.append(Skipped(str(path), "not captured (tracking mode, enrollment "
+                                                     "or exclusion), or no longer there"))
         elif not plan.records:
             report.sources_unchanged += 1
         else:

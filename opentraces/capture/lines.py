@@ -22,7 +22,12 @@ from opentraces.capture.base import LineRef
 from opentraces.text import safe_value
 
 _DECODER = msgspec.json.Decoder()
-_STDLIB = json.JSONDecoder()
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+# JSON has no NaN or Infinity; the stdlib would accept them and the store could not keep them.
+_STDLIB = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,8 @@ def decode(raw: bytes) -> list[Any] | Rejected:
             value, index = _STDLIB.raw_decode(string, index)
         except json.JSONDecodeError as e:
             return Rejected(f"invalid JSON at column {e.colno}: {e.msg}", raw)
+        except ValueError as e:
+            return Rejected(f"invalid JSON: {e}", raw)
         except RecursionError:
             return Rejected("JSON nested too deeply", raw)
         values.append(safe_value(value))
