@@ -22,8 +22,9 @@ import msgspec
 
 from opentraces import __version__
 from opentraces.blobs import BlobStore, blob_refs
+from opentraces.capture.importer import ImportReport
 from opentraces.config import Settings, load_settings, settings_from_environment
-from opentraces.errors import EventDecodeError, OpentracesError
+from opentraces.errors import EventDecodeError, MaintenanceNeeded, OpentracesError
 from opentraces.events import BlobRef, Event, Recorded
 from opentraces.store import EventLog, sqlite_integrity_ok, store_exists
 
@@ -31,7 +32,9 @@ __all__ = [
     "BucketStatus",
     "DoctorCheck",
     "DoctorReport",
+    "ImportReport",
     "ImportSource",
+    "MaintenanceNeeded",
     "ManifestView",
     "OpentracesError",
     "PruneResult",

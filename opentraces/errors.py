@@ -4,7 +4,9 @@
     OpentracesError                 code            exit
     ├── UsageError                  usage_error     2
     │   ├── UnknownProjection       unknown_projection
-    │   └── ConfigError             config_error
+    │   ├── ConfigError             config_error
+    │   ├── TraceNotFound           trace_not_found      (opentraces.tracing)
+    │   └── AmbiguousTrace          ambiguous_trace      (opentraces.tracing)
     ├── Refused                     refused         2
     ├── StoreError                  store_error     1
     │   ├── StoreUnavailable        store_unavailable

@@ -47,7 +47,7 @@ def _trace_of(rec: Recorded) -> str:
 
 class BucketManifest(SqlProjection):
     name: ClassVar[str] = "bucket_manifest"
-    version: ClassVar[int] = 2
+    version: ClassVar[int] = 3
     SCHEMA: ClassVar[str] = """
     CREATE TABLE IF NOT EXISTS traces (
         trace_id TEXT PRIMARY KEY,
@@ -107,7 +107,8 @@ class BucketManifest(SqlProjection):
         conn.execute(
             "UPDATE traces SET session_id = ?, agent_name = ?, agent_version = ?, "
             "agent_model = coalesce(?, agent_model), project_slug = ?, "
-            "title = coalesce(?, title), started_at = ? WHERE trace_id = ?",
+            "title = coalesce(?, title), started_at = coalesce(?, started_at) "
+            "WHERE trace_id = ?",
             (e.session_id, e.agent.name, e.agent.version, e.agent.model,
              project_slug(e.project or e.cwd), e.title, e.at, e.trace_id))
 
@@ -133,12 +134,13 @@ class BucketManifest(SqlProjection):
         e: ev.StepRecorded = rec.event  # type: ignore[assignment]
         title = _title_from(e.content) if e.role == "user" and not e.is_sidechain else None
         conn.execute(
-            "INSERT INTO traces (trace_id, changed_at, step_count, agent_model, title) "
-            "VALUES (?, ?, 1, ?, ?) ON CONFLICT (trace_id) DO UPDATE SET "
+            "INSERT INTO traces (trace_id, changed_at, step_count, agent_model, title, "
+            "started_at) VALUES (?, ?, 1, ?, ?, ?) ON CONFLICT (trace_id) DO UPDATE SET "
             "changed_at = excluded.changed_at, step_count = step_count + 1, "
             "agent_model = coalesce(agent_model, excluded.agent_model), "
-            "title = coalesce(title, excluded.title)",
-            (_trace_of(rec), rec.position or 0, e.model, title))
+            "title = coalesce(title, excluded.title), "
+            "started_at = coalesce(started_at, excluded.started_at)",
+            (_trace_of(rec), rec.position or 0, e.model, title, e.at))
 
     def _patch(self, conn: sqlite3.Connection, rec: Recorded) -> None:
         trace_id = _trace_of(rec)

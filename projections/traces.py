@@ -45,8 +45,6 @@ from opentraces import record as rc
 from opentraces.events import Recorded
 from opentraces.projections.base import Handler, SqlProjection, rows_as_dicts
 
-#: Separator between two text blocks of one step (Claude Code writes one block per line).
-BLOCK_SEPARATOR = "\n\n"
 SUMMARY_CHARS = 200
 
 #: blob hash -> bytes, or None when the blob is not available here.
@@ -117,7 +115,7 @@ def prompt_hash(text: str) -> str:
 
 class Traces(SqlProjection):
     name: ClassVar[str] = "traces"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     SCHEMA: ClassVar[str] = """
     CREATE TABLE IF NOT EXISTS traces (
         trace_id TEXT PRIMARY KEY,
@@ -512,7 +510,8 @@ def _text(parts: list[TextPart], blobs: BlobReader) -> str | None:
         whole = blobs(part.blob) if part.blob else None
         pieces.append(whole.decode("utf-8", "backslashreplace") if whole is not None
                       else part.text)
-    return BLOCK_SEPARATOR.join(p for p in pieces if p) or None
+    # Adapters put the separator between blocks into the extension's text itself.
+    return "".join(p for p in pieces if p) or None
 
 
 def _step(index: int, row: StepRow, results: dict[str, tuple[int, ResultRow]],
@@ -528,7 +527,7 @@ def _step(index: int, row: StepRow, results: dict[str, tuple[int, ResultRow]],
     usage = row.token_usage or ev.TokenUsage()
     return rc.Step(
         step_index=index, role=row.role, content=_text(row.content, blobs),
-        reasoning_content=BLOCK_SEPARATOR.join(row.reasoning) or None, model=row.model,
+        reasoning_content="".join(row.reasoning) or None, model=row.model,
         system_prompt_hash=row.system_prompt_hash, agent_role=row.agent_role,
         parent_step=row.parent_step, call_type=row.call_type, subagent_trajectory_ref=subagent,
         tool_calls=calls, observations=observations,

@@ -64,3 +64,20 @@ def test_import_from_the_spool_written_by_the_hook(isolated_home: Path, tmp_path
     body = run_json("import", "--from-spool")
     assert body["traces_created"] == 1
     assert run_json("import", "--from-spool")["sources_scanned"] == 0  # the spool was drained
+
+
+def test_remove_also_stops_a_session_captured_before(isolated_home: Path,
+                                                     tmp_path: Path) -> None:
+    from opentraces import api
+
+    settings = api.settings_from_environment()
+    sample = next(s for s in api.sample_sources() if s.agent == "claude-code")
+    live = tmp_path / Path(sample.path).name
+    lines = Path(sample.path).read_bytes().splitlines(keepends=True)
+    live.write_bytes(b"".join(lines[:4]))
+    sources = api.import_sources(settings, [live], agents=["claude-code"])
+    assert api.import_sessions(settings, sources).traces_created == 1
+    api.remove(settings, Path("/home/sample/opentraces-demo"))
+    live.write_bytes(b"".join(lines))
+    later = api.import_sessions(settings, sources)
+    assert later.events_appended == 0 and later.sources_skipped == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -57,7 +58,7 @@ def a_session(settings: Settings, trace_id: str = "t-main") -> TraceRecord:
                         at="2026-01-02T03:04:07Z"),
         ev.StepExtended(step_index=1, reasoning_content="think", tool_calls=[call("c1", cmd="ls")],
                         token_usage=usage(100, 8, 50, 10)),
-        ev.StepExtended(step_index=1, content="Running tests.",
+        ev.StepExtended(step_index=1, content="\n\nRunning tests.",
                         tool_calls=[call("c2", cmd="pytest"), call("c3", cmd="sleep 9")],
                         token_usage=usage(100, 20, 50, 10)),
         ev.ToolResultRecorded(step_index=1, tool_call_id="c1", content="",
@@ -489,3 +490,24 @@ def test_records_from_real_transcripts(settings: Settings) -> None:
     digests = [api.rebuild(settings, ["traces"]).projections["traces"]["digest"]
                for _ in range(2)]
     assert digests[0] == digests[1]
+
+
+def test_text_blocks_of_one_response_are_joined_once(settings: Settings, tmp_path: Path) -> None:
+    """Claude Code writes one block per line; the record shows them with one blank line."""
+
+    def line(uuid: str, parent: str | None, block: dict) -> str:
+        return json.dumps({"type": "assistant", "uuid": uuid, "parentUuid": parent,
+                            "sessionId": "s", "timestamp": "2026-01-01T00:00:00Z",
+                            "message": {"id": "msg_1", "role": "assistant", "model": "m",
+                                        "content": [block]}}) + "\n"
+
+    path = tmp_path / "11111111-2222-4333-8444-555555555555.jsonl"
+    path.write_text(line("a", None, {"type": "thinking", "thinking": "Think 1"})
+                    + line("b", "a", {"type": "thinking", "thinking": "Think 2"})
+                    + line("c", "b", {"type": "text", "text": "First"})
+                    + line("d", "c", {"type": "text", "text": "Second"}))
+    api.import_sessions(settings, api.import_sources(settings, [path], agents=["claude-code"]))
+    (row,) = api.bucket_manifest(settings).traces
+    (step,) = api.trace_get(settings, row["trace_id"]).steps
+    assert step.content == "First\n\nSecond"
+    assert step.reasoning_content == "Think 1\n\nThink 2"

@@ -9,7 +9,8 @@ keeps only the events of the new lines, which are the same events a full import 
 Consequences for adapters:
 - Never buffer a step waiting for a later line. Emit :class:`~opentraces.events.StepRecorded`
   at the first line of a response and :class:`~opentraces.events.StepExtended` for later lines
-  of the same response (Claude Code writes one content block per line).
+  of the same response (Claude Code writes one content block per line). An extension's text
+  carries its own separator (``"\n\n"`` when the step already has text): readers just append.
 - Never emit "no result" for a tool call: whether a result arrives is only known at the end;
   the traces projection marks calls without a result.
 - Step indexes are dense, start at 0 and follow file order; a tool result is attached to the

@@ -37,7 +37,6 @@ from opentraces.events import (
     AgentInfo,
     Event,
     Recorded,
-    SessionInfo,
     SessionStarted,
     SourceLineRejected,
     SourceSegmentRead,
@@ -201,8 +200,10 @@ def plan_file(log: EventLog, blobs: BlobStore, ad: Adapter, path: Path, data: by
         resume = checkpoint.end_offset if same else 0
     ctx = Context(lambda content, media: blobs.put(content, media))
     parsed = parse_bytes(ad, path, data[:complete], resume=resume, ctx=ctx)
-    if accept is not None and checkpoint is None and not accept(
-            _cwd(ref, parsed.events), ref.agent, _started(parsed.events)):
+    # Checked on every import, so `remove` or an exclusion marker also stops a session that
+    # was captured before: its new lines are left unread.
+    if accept is not None and not accept(parsed.cwd or ref.extra.get("cwd"), ref.agent,
+                                         parsed.started_at):
         return None
     raw = blobs.put(data[resume:complete], RAW_MEDIA_TYPE, local_only=True)
     events: list[Event] = []
@@ -225,17 +226,6 @@ def plan_file(log: EventLog, blobs: BlobStore, ad: Adapter, path: Path, data: by
     records = [Recorded(stream_id, start + i, e) for i, e in enumerate(events)]
     return Plan(ref, records, last_version is None, parsed.lines_read, rejected,
                 complete - resume)
-
-
-def _started(events: Iterable[Event]) -> str | None:
-    return next((e.at for e in events if e.at), None)
-
-
-def _cwd(ref: SessionRef, events: Iterable[Event]) -> str | None:
-    for e in events:
-        if isinstance(e, SessionInfo) and e.cwd:
-            return e.cwd
-    return ref.extra.get("cwd")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 from opentraces.blobs import blob_hash
 from opentraces.capture.base import Adapter, Context, LineRef, SessionRef
 from opentraces.capture.lines import Rejected, complete_length, decode, iter_lines
-from opentraces.events import BlobRef, Event
+from opentraces.events import BlobRef, Event, SessionInfo
 
 
 @dataclass
@@ -21,6 +21,9 @@ class Parsed:
     rejected: list[tuple[LineRef, Rejected]] = field(default_factory=list)
     lines_read: int = 0
     end_offset: int = 0
+    #: The session's working folder and first time, from every line (replayed ones too).
+    cwd: str | None = None
+    started_at: str | None = None
 
 
 def first_record(data: bytes) -> Any | None:
@@ -61,11 +64,20 @@ def parse_bytes(adapter: Adapter, path: Path, data: bytes, *, resume: int = 0,
             continue
         for value in values:
             events = parser.feed(value, line)
+            _learn(parsed, events)
             if keep:
                 parsed.events.extend(events)
         if keep:
             parsed.lines_read += 1
     return parsed
+
+
+def _learn(parsed: Parsed, events: list[Event]) -> None:
+    for e in events:
+        if parsed.started_at is None and e.at:
+            parsed.started_at = e.at
+        if parsed.cwd is None and isinstance(e, SessionInfo) and e.cwd:
+            parsed.cwd = e.cwd
 
 
 def parse_file(adapter: Adapter, path: Path, ctx: Context | None = None) -> Parsed:
