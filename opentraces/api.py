@@ -240,7 +240,8 @@ def import_sessions(target: Settings | Path | Workspace,
         if sources is None:
             sources = import_sources(ws)
         files = [(adapter(s.agent) if s.agent else None, Path(s.path)) for s in sources]
-        report = import_files(ws.log, ws.blobs, files, accept=_capture_filter(ws, project),
+        blobs = BlobStore(ws.blobs.root, defer_sync=True)  # one sync per batch of events
+        report = import_files(ws.log, blobs, files, accept=_capture_filter(ws, project),
                               progress=progress)
         ws.runner().catch_up()
     return report

@@ -1,24 +1,28 @@
 """Content-addressed blob store: large content lives here, events hold :class:`BlobRef`\\ s.
 
 Invariants:
-- A blob's name is the blake3 hex digest of its *uncompressed* content; it is stored zlib
-  compressed at ``<root>/<2 hex>/<2 hex>/<hash>`` and never rewritten once present.
+- A blob's name is the blake3 hex digest of its *uncompressed* content; it is stored
+  compressed (:mod:`opentraces.packing`) at ``<root>/<2 hex>/<2 hex>/<hash>`` and never
+  rewritten once present.
 - Writes are atomic: temp file in the same folder, fsync, rename, fsync the folder. A crash
   leaves either no blob or a whole one (stray temp files are ignored and pruned).
+- A store opened with ``defer_sync=True`` (bulk import) skips the per-blob syncs; its owner
+  calls :meth:`BlobStore.sync` before committing any event that references those blobs.
 - :meth:`BlobStore.verify` re-hashes content; it never trusts the file name.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import blake3
 import msgspec
 
+from opentraces import packing
 from opentraces.errors import BlobCorrupt, BlobMissing
 from opentraces.events import BlobRef
 
@@ -44,8 +48,10 @@ class PruneReport(msgspec.Struct, frozen=True):
 class BlobStore:
     """Blobs under one root folder."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, defer_sync: bool = False) -> None:
         self.root = root
+        self._unsynced: list[Path] | None = [] if defer_sync else None
+        self._folders: set[Path] = set()  # folders known to exist (saves a mkdir per blob)
 
     def path_for(self, digest: str) -> Path:
         return self.root / digest[:2] / digest[2:4] / digest
@@ -56,7 +62,7 @@ class BlobStore:
         digest = blob_hash(data)
         target = self.path_for(digest)
         if not target.exists():
-            self._write_atomic(target, zlib.compress(data, 6))
+            self._write_atomic(target, packing.compress(data))
         return BlobRef(hash=digest, size=len(data), media_type=media_type, local_only=local_only)
 
     def get(self, digest: str) -> bytes:
@@ -73,8 +79,8 @@ class BlobStore:
             raise BlobMissing(f"blob {digest} is not in {self.root}",
                               next_command="opentraces bucket verify") from e
         try:
-            return zlib.decompress(packed)
-        except zlib.error as e:
+            return packing.decompress(packed)
+        except packing.CorruptData as e:
             raise BlobCorrupt(f"blob {digest} at {path} does not decompress: {e}",
                               next_command="opentraces bucket verify") from e
 
@@ -130,15 +136,55 @@ class BlobStore:
                 temp.unlink(missing_ok=True)
         return PruneReport(hashes=doomed, bytes=size, temp_files=len(temps))
 
+    def sync(self) -> None:
+        """Make every blob written since the last sync durable (deferred mode only)."""
+        if not self._unsynced:
+            return
+        pending, self._unsynced = self._unsynced, []
+        if len(pending) > SYNCFS_THRESHOLD and _syncfs(self.root):
+            return
+        for path in pending:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for folder in {p.parent for p in pending}:
+            fsync_dir(folder)
+
     def _write_atomic(self, target: Path, payload: bytes) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent not in self._folders:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(target.parent)
         temp = target.parent / f"{TEMP_PREFIX}{target.name}-{os.getpid()}"
         with open(temp, "wb") as fh:
             fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if self._unsynced is None:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(temp, target)
-        fsync_dir(target.parent)
+        if self._unsynced is None:
+            fsync_dir(target.parent)
+        else:
+            self._unsynced.append(target)
+
+
+#: Above this many pending blobs one syncfs(2) of the whole file system beats one fsync each.
+SYNCFS_THRESHOLD = 32
+
+
+def _syncfs(root: Path) -> bool:
+    """syncfs(2) on the file system holding ``root``; False where it is not available."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        syncfs = libc.syncfs
+    except (OSError, AttributeError):
+        return False
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        return syncfs(fd) == 0
+    finally:
+        os.close(fd)
 
 
 def fsync_dir(directory: Path) -> None:

@@ -43,6 +43,7 @@ from eventsourcing.sqlite import (
 )
 from eventsourcing.utils import Environment
 
+from opentraces import packing
 from opentraces.config import StoreConfig
 from opentraces.errors import (
     EventDecodeError,
@@ -91,12 +92,34 @@ def decode_event(topic: str, state: bytes, where: str) -> Event:
                            hint="This store was written by a newer opentraces; upgrade.")
 
 
+#: Events larger than this are stored compressed when that saves at least a tenth.
+COMPRESS_ABOVE = 512
+
+
+def pack(event: Event) -> bytes:
+    """The stored bytes of an event: msgpack, compressed when large (tool outputs).
+
+    A msgpack map (every event) starts with 0x80-0x8f, 0xde or 0xdf, never with the first
+    byte of a compressed frame, so :func:`unpack` can tell the two apart.
+    """
+    state = encode_event(event)
+    if len(state) > COMPRESS_ABOVE:
+        packed = packing.compress(state)
+        if len(packed) * 10 < len(state) * 9:
+            return packed
+    return state
+
+
+def unpack(state: bytes) -> bytes:
+    return packing.decompress(state) if packing.is_compressed(state) else state
+
+
 class MsgspecMapper(Mapper[str]):
     """Stores :class:`Recorded` events as msgpack, topic = event tag (selected by MAPPER_TOPIC)."""
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         rec: Recorded = domain_event
-        state = encode_event(rec.event)
+        state = pack(rec.event)
         if self.compressor:
             state = self.compressor.compress(state)
         return StoredEvent(originator_id=rec.originator_id,
@@ -108,6 +131,10 @@ class MsgspecMapper(Mapper[str]):
         if self.compressor:
             state = self.compressor.decompress(state)
         where = f"{stored_event.originator_id}@{stored_event.originator_version}"
+        try:
+            state = unpack(state)
+        except packing.CorruptData as e:
+            raise EventDecodeError(f"cannot decompress {where}: {e}") from e
         event = decode_event(stored_event.topic, state, where)
         position = getattr(stored_event, "id", None)
         return Recorded(str(stored_event.originator_id), stored_event.originator_version,

@@ -93,3 +93,13 @@ def test_blob_refs_finds_references_inside_free_form_dicts() -> None:
         "capped": {"blob": f, "size": 9}, "content_blob": g,
         "hash": "not a ref", "nested": {"size": 3}, "other": "1" * 64})
     assert [r.hash for r in blob_refs(result)] == [d.hash, e.hash, f, g]
+
+
+def test_blobs_written_zlib_compressed_stay_readable(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    data = b"written by an earlier version\n" * 20
+    path = store.path_for(blob_hash(data))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(zlib.compress(data))
+    assert store.get(blob_hash(data)) == data
+    assert store.verify().corrupt == []

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 from opentraces import events as ev
+from opentraces import packing
 from opentraces.blobs import BlobStore
 from opentraces.capture.base import Context, LineRef, SessionRef
 from opentraces.capture.importer import import_files
@@ -141,7 +141,7 @@ def test_raw_bytes_are_kept_local_only(settings: Settings, tmp_path: Path) -> No
     assert BlobStore(settings.blobs_dir).get(segment.raw.hash) == data
     f.unlink()  # the agent deleted its transcript: the bytes survive
     stored = settings.blobs_dir / segment.raw.hash[:2] / segment.raw.hash[2:4] / segment.raw.hash
-    assert zlib.decompress(stored.read_bytes()) == data
+    assert packing.decompress(stored.read_bytes()) == data
 
 
 def _import_in_child(args: tuple[str, str]) -> int:

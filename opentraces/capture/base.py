@@ -39,7 +39,8 @@ from opentraces.events import BlobRef, Event, TokenUsage, trace_id_for
 from opentraces.text import safe_value
 
 #: Text longer than this is kept whole in a blob; the event keeps the first INLINE_CHARS.
-INLINE_CHARS = 4000
+#: (Large events are stored compressed, so this bounds event size, not store size.)
+INLINE_CHARS = 16000
 
 
 @dataclass(frozen=True)

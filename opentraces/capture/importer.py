@@ -278,6 +278,7 @@ def _flush(log: EventLog, blobs: BlobStore, batch: list[tuple[Adapter, Path, Pla
            report: ImportReport, accept: CaptureFilter | None) -> None:
     if not batch:
         return
+    blobs.sync()  # the events about to be committed reference these blobs
     try:
         written = len(log.write([r for _, _, plan in batch for r in plan.records]))
         done = [plan for _, _, plan in batch]
@@ -300,6 +301,7 @@ def _write_alone(log: EventLog, blobs: BlobStore, ad: Adapter, path: Path,
         plan = _plan(log, blobs, ad, path, accept)
         if plan is None or not plan.records:
             return None
+        blobs.sync()
         try:
             return plan, len(log.write(plan.records))
         except VersionConflict:

@@ -1,0 +1,40 @@
+"""Compression shared by the event store and the blob store.
+
+New data is written as zstd frames (level 3: about twice as small as zlib's fastest level on
+transcript JSON, and faster). Readers recognise the format by its first bytes, so data written
+zlib-compressed by earlier versions stays readable: a zstd frame starts with ``28 b5 2f fd``,
+a zlib stream with ``78``.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import zstandard
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+ZLIB_FIRST = 0x78
+
+_COMPRESSOR = zstandard.ZstdCompressor(level=3)
+_DECOMPRESSOR = zstandard.ZstdDecompressor()
+
+
+class CorruptData(ValueError):
+    """Bytes that claim to be compressed but do not decompress."""
+
+
+def compress(data: bytes) -> bytes:
+    return _COMPRESSOR.compress(data)
+
+
+def is_compressed(data: bytes) -> bool:
+    return data[:4] == ZSTD_MAGIC or data[:1] == bytes([ZLIB_FIRST])
+
+
+def decompress(data: bytes) -> bytes:
+    try:
+        if data[:4] == ZSTD_MAGIC:
+            return _DECOMPRESSOR.decompress(data)
+        return zlib.decompress(data)
+    except (zstandard.ZstdError, zlib.error) as e:
+        raise CorruptData(str(e)) from e
