@@ -74,6 +74,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from opentraces.capture.base import INLINE_CHARS, Context, LineRef, SessionRef, clean
+from opentraces.capture.values import COUNT_MAX, storable
 from opentraces.events import (
     BlobRef,
     CompactionRecorded,
@@ -111,11 +112,6 @@ MAX_ITEMS = 20
 DATA_BYTES = 8000
 #: Scalars kept beside a blob when a tool input or toolUseResult is too big to inline.
 SCALAR_CHARS = 256
-#: Deeper than this, kept values become their JSON text (recursion stays bounded).
-KEEP_DEPTH = 64
-#: msgpack (the store's codec) refuses integers outside this range.
-INT_MIN, INT_MAX = -(2**63), 2**64 - 1
-COUNT_MAX = 2**63 - 1
 TITLE_RANK = {"summary": 1, "ai-title": 2, "custom-title": 3}
 SLASH_PREFIX = 2000
 
@@ -384,10 +380,10 @@ class ClaudeCodeParser:
         name = _text(block.get("name")) or ""
         data = _json(value)
         if len(data) <= INLINE_CHARS:
-            return ToolCall(tool_call_id=call_id, tool_name=name, input=_keep(value)), value
+            return ToolCall(tool_call_id=call_id, tool_name=name, input=storable(value)), value
         # Big inputs (Write contents, long edits) live in a blob; the small keys such as
         # file_path stay visible for search and the trail.
-        return ToolCall(tool_call_id=call_id, tool_name=name, input=_keep(_scalars(value)),
+        return ToolCall(tool_call_id=call_id, tool_name=name, input=storable(_scalars(value)),
                         input_blob=self.ctx.blob(data, "application/json")), value
 
     def _register_call(self, step: int, call: ToolCall, raw_input: dict[str, Any],
@@ -513,8 +509,8 @@ class ClaudeCodeParser:
         value = result if isinstance(result, dict) else {"value": result}
         data = _json(value)
         if len(data) <= INLINE_CHARS:
-            return _keep(value)
-        detail = _keep(_scalars(value))
+            return storable(value)
+        detail = storable(_scalars(value))
         detail["blob"] = msgspec.to_builtins(self.ctx.blob(data, "application/json"))
         return detail
 
@@ -652,23 +648,6 @@ def _json_text(value: Any) -> str:
     return _json(value).decode("utf-8", "backslashreplace")
 
 
-def _keep(value: Any, depth: int = 0) -> Any:
-    """A storable copy: clean() strings, big integers as text, deep nesting as JSON text."""
-    if isinstance(value, str):
-        return clean(value)
-    if value is None or isinstance(value, bool | float):
-        return value
-    if isinstance(value, int):
-        return value if INT_MIN <= value <= INT_MAX else str(value)
-    if depth >= KEEP_DEPTH:
-        return _json_text(value)
-    if isinstance(value, dict):
-        return {clean(str(k)): _keep(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_keep(v, depth + 1) for v in value]
-    return clean(str(value))
-
-
 def _scalars(value: dict[str, Any]) -> dict[str, Any]:
     """The small scalar entries of a dict (what stays inline when the whole goes to a blob)."""
     return {k: v for k, v in value.items()
@@ -683,12 +662,12 @@ def _small(value: Any, depth: int = 0) -> Any:
             return clean(value[:FIELD_CHARS]) + f"... [{len(value)} chars]"
         return clean(value)
     if value is None or isinstance(value, bool | int | float):
-        return _keep(value)
+        return storable(value)
     if not isinstance(value, dict | list):
         return clean(str(value))[:FIELD_CHARS]
     size = len(_json(value))
     if size <= FIELD_CHARS:
-        return _keep(value)
+        return storable(value)
     if depth >= 2:
         return f"[{type(value).__name__} of {size} bytes omitted]"
     if isinstance(value, dict):
