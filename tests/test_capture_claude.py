@@ -537,3 +537,34 @@ def _sample_records() -> list[dict[str, Any]]:
             if key not in seen and len(json.dumps(record)) < 20_000:
                 seen[key] = record
     return list(seen.values())
+
+
+def test_tool_use_result_copies_of_the_output_are_kept_once() -> None:
+    """A toolUseResult string that repeats the output is replaced by a marker, and only then."""
+    import re
+
+    numbers = re.compile("(?m)^ *\\d+[\t\u2192]")
+    raw_results: dict[str, tuple[str, dict]] = {}
+    for line in COMPACTED_21.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        blocks = (record.get("message") or {}).get("content")
+        if isinstance(blocks, list) and isinstance(record.get("toolUseResult"), dict):
+            for block in blocks:
+                if isinstance(block, dict) and block.get("type") == "tool_result" \
+                        and isinstance(block.get("content"), str):
+                    raw_results[block["tool_use_id"]] = (block["content"], record["toolUseResult"])
+    marked = 0
+    for result in of(parsed(COMPACTED_21).events, ToolResultRecorded):
+        output, original = raw_results.get(result.tool_call_id, ("", {}))
+        for key, value in result.detail.items():
+            inner = value.items() if isinstance(value, dict) and "same_as" not in value \
+                else [(None, value)]
+            for sub, item in inner:
+                if not (isinstance(item, dict) and "same_as" in item):
+                    continue
+                marked += 1
+                copy = original[key] if sub is None else original[key][sub]
+                expected = output if item["same_as"] == "content" \
+                    else numbers.sub("", output)
+                assert copy in (expected, expected[:-1]), result.tool_call_id
+    assert marked > 10

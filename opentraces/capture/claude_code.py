@@ -463,7 +463,7 @@ class ClaudeCodeParser:
         inline, blob, chars = self.ctx.text(text)
         is_error = block.get("is_error") is True
         result = record.get("toolUseResult")
-        detail = self._detail(result) if "toolUseResult" in record else {}
+        detail = self._detail(_without_copies(result, text)) if "toolUseResult" in record else {}
         if images:
             detail["images"] = [msgspec.to_builtins(image) for image in images]
         self._open_agent_calls.pop(call_id, None)
@@ -646,6 +646,38 @@ def _json(value: Any) -> bytes:
 
 def _json_text(value: Any) -> str:
     return _json(value).decode("utf-8", "backslashreplace")
+
+
+#: Claude Code shows file contents numbered: a right-aligned number, then a tab (1.0.x) or
+#: an arrow (2.x).
+_LINE_NUMBERS = re.compile("(?m)^ *\\d+[\t\u2192]")
+#: Shorter strings are left alone: comparing them saves nothing worth the time.
+COPY_MIN_CHARS = 256
+
+
+def _without_copies(result: Any, output: str) -> Any:
+    """``toolUseResult`` with the long strings that repeat the tool output replaced by a marker.
+
+    Claude Code writes most outputs twice: as the tool_result text and inside toolUseResult
+    (Read's ``file.content`` without the line numbers, Bash's ``stdout``, Grep's ``content``).
+    Keeping both doubles the largest events; the marker says which copy to read instead.
+    """
+    if not isinstance(result, dict) or len(output) < COPY_MIN_CHARS:
+        return result
+    numbered = _LINE_NUMBERS.sub("", output) if _LINE_NUMBERS.match(output) else None
+
+    def strip(value: Any, depth: int) -> Any:
+        if isinstance(value, str) and len(value) >= COPY_MIN_CHARS:
+            if value == output:
+                return {"same_as": "content"}
+            if value == numbered or value + "\n" == numbered:
+                return {"same_as": "content_without_line_numbers"}
+            return value
+        if isinstance(value, dict) and depth < 2:
+            return {k: strip(v, depth + 1) for k, v in value.items()}
+        return value
+
+    return strip(result, 0)
 
 
 def _scalars(value: dict[str, Any]) -> dict[str, Any]:
