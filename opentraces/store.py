@@ -93,7 +93,7 @@ def decode_event(topic: str, state: bytes, where: str) -> Event:
 
 
 #: Events larger than this are stored compressed when that saves at least a tenth.
-COMPRESS_ABOVE = 512
+COMPRESS_ABOVE = 256
 
 
 def pack(event: Event) -> bytes:

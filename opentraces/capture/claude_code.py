@@ -545,9 +545,11 @@ class ClaudeCodeParser:
         small = {"type": _text(data.get("type")), "toolUseID": _text(record.get("toolUseID")),
                  "parentToolUseID": _text(record.get("parentToolUseID")),
                  "agentId": _text(data.get("agentId"))}
-        events: list[Event] = [MetadataRecorded(
-            at=at, record_type="progress",
-            data={k: _cap(v) for k, v in small.items() if v is not None})]
+        kept = {k: _cap(v) for k, v in small.items() if v is not None}
+        if kept.get("parentToolUseID") == kept.get("toolUseID"):
+            # Progress lines are most of a long session; the same id twice is noise.
+            kept.pop("parentToolUseID", None)
+        events: list[Event] = [MetadataRecorded(at=at, record_type="progress", data=kept)]
         call_id, agent_id = small["parentToolUseID"], small["agentId"]
         if call_id and agent_id and call_id in self._tool_step:
             events.extend(self._link(self._tool_step[call_id], call_id, agent_id, at))
