@@ -9,7 +9,7 @@ import click
 
 from opentraces.commands.output import emit, json_option, progress
 
-AGENTS = ("claude-code", "codex-cli", "pi")
+AGENTS = ("claude-code", "codex-cli", "pi", "gemini-cli")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 

@@ -16,6 +16,7 @@ ADAPTERS: dict[str, str] = {
     "claude-code": "opentraces.capture.claude_code:ClaudeCodeAdapter",
     "codex-cli": "opentraces.capture.codex:CodexAdapter",
     "pi": "opentraces.capture.pi:PiAdapter",
+    "gemini-cli": "opentraces.capture.gemini:GeminiAdapter",
 }
 
 

@@ -1,0 +1,461 @@
+"""Gemini CLI sessions (``~/.gemini/tmp/<projectHash>/chats/``).
+
+Which files are captured, and which are not:
+
+- CAPTURED: the JSONL session files (``*.jsonl``; the newer layout): line 1 is a header
+  ``{"sessionId", "projectHash", "startTime", "lastUpdated", "kind"}``, then one message per
+  line, interleaved with ``{"$set": {...}}`` lines that patch the header.
+- CAPTURED: a chat document ``session-*.json`` (``{sessionId, projectHash, startTime,
+  lastUpdated, messages: [...]}``) *only when the whole document is one line ending in a
+  newline*: the importer is line-based, so such a file decodes as one record, whose
+  ``messages`` are expanded into events in order. ``discover`` yields these files; an explicit
+  folder import (which takes ``*.jsonl`` only) does not, but naming the file itself does.
+- NOT CAPTURED: chat documents as Gemini CLI writes them, pretty-printed over many lines
+  (every ``session-*.json`` in the corpus). No single line of them is a JSON value, so reading
+  them line by line would only reject lines; ``discover`` leaves them out and ``identify``
+  never sees a first record. Reading them needs a whole-document reader in the importer
+  (a document is rewritten in place on every message, so it cannot be resumed by byte offset
+  either).
+- NOT CAPTURED: ``logs.json`` (a JSON array of the user prompts only, no responses; its first
+  record is a list, which ``identify`` refuses), and documents without ``sessionId`` and
+  ``projectHash`` (the older ``{"history": [...]}`` shape of the catalogue's
+  ``schema_drift.json``).
+
+The mapping, record by record (contract: ``opentraces.capture.base``):
+
+- header (JSONL line 1, or a one-line document minus its ``messages``):
+  ``MetadataRecorded(record_type="session")`` with its fields; ``summary`` (when present)
+  gives ``SessionInfo(title)``. There is no working folder in the format (only its hash).
+- ``{"$set": {...}}``: ``MetadataRecorded(record_type="session_update")``; ``summary`` gives
+  ``SessionInfo(title)``. Any other ``{"$<op>": ...}`` record: metadata ``$<op>``.
+- messages, by ``type``:
+    - ``user``: a user step; ``content`` is a string or a list of parts (``text`` parts are
+      joined; ``inlineData`` parts become image blobs).
+    - ``gemini`` (and ``model``, whose text is in ``parts``): ONE agent step: ``content`` ->
+      content, ``thoughts[{subject, description}]`` -> ``reasoning_content`` (``subject``
+      then ``description``, thoughts separated by a blank line), ``model``, ``id`` ->
+      ``message_id``, ``toolCalls`` -> ``ToolCall(id, name, args)``. ``tokens`` ->
+      ``token_usage``: Gemini's ``input`` is the prompt count and INCLUDES ``cached`` (seen in
+      the corpus: ``total = input + output + thoughts + tool`` and ``cached <= input``), so
+      ``input_tokens = input - cached + tool`` (tool-use prompt tokens are input),
+      ``cache_read_tokens = cached``, ``output_tokens = output + thoughts`` (thinking is output,
+      as in the Anthropic convention). The first model seen, and each change, also gives
+      ``SessionInfo(model)``.
+    - Each tool call carries its own result (``result[{functionResponse: {id, name,
+      response}}]``, ``status``, ``resultDisplay``): a ``ToolResultRecorded`` on the same step,
+      text through ``ctx.text`` (``response.output``, else ``response.error``, else the
+      response as JSON; text parts are joined; ``inlineData`` parts become blobs listed in
+      ``detail["images"]``). ``is_error`` when ``status`` is ``error``/``cancelled`` or the
+      response holds an ``error``. ``detail`` keeps status, name, displayName, description and
+      resultDisplay (capped). A call with no result, no resultDisplay and a non-final status
+      gets no result (left for the traces projection).
+    - ``info``, ``error``, ``warning``: a system step with the text (``type`` is kept in
+      ``call_type``).
+    - other types: metadata ``message:<type>``.
+- A message whose ``id`` was seen before (a re-written message in an appended log) does not make
+  a second step: new tool calls (and results of calls not answered yet) go in a
+  ``StepExtended`` of its step, and text that extends the earlier text is appended; anything
+  else is ``MetadataRecorded(record_type="message_repeat")``.
+
+Every record yields at least one event. Should an unexpected shape raise (``SHAPE_ERRORS``), the
+parser's state is rolled back (no step index skipped) and the record becomes
+``MetadataRecorded(record_type="adapter_error")``; blob-store failures propagate.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from opentraces.capture.base import Context, LineRef, SessionRef, clean
+from opentraces.capture.values import SHAPE_ERRORS, capped, count, storable, tool_input
+from opentraces.events import (
+    BlobRef,
+    Event,
+    MetadataRecorded,
+    SessionInfo,
+    StepExtended,
+    StepRecorded,
+    TokenUsage,
+    ToolCall,
+    ToolResultRecorded,
+)
+
+AGENT = "gemini-cli"
+
+_USER = ("user",)
+_AGENT = ("gemini", "model")
+_SYSTEM = ("info", "error", "warning")
+_FINAL = ("success", "error", "cancelled")
+_HEADER_KEYS = ("sessionId", "projectHash", "startTime", "lastUpdated", "kind", "summary")
+
+
+def _s(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _d(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _l(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _at(record: dict[str, Any], key: str = "timestamp") -> str | None:
+    ts = record.get(key)
+    return ts if isinstance(ts, str) and ts[:1].isdigit() else None
+
+
+def is_header(record: Any) -> bool:
+    """A Gemini session header (or whole chat document): no ``type``, string ids."""
+    return (isinstance(record, dict) and "type" not in record
+            and _s(record.get("sessionId")) is not None
+            and _s(record.get("projectHash")) is not None)
+
+
+def one_line_document(path: Path) -> bool:
+    """Whether a ``.json`` file is one complete line (so the line-based importer can read it)."""
+    try:
+        with open(path, "rb") as fh:
+            line = fh.readline()
+            return line.endswith(b"\n") and bool(line.strip()) and not fh.read(1)
+    except OSError:
+        return False
+
+
+def _blob(part: dict[str, Any], ctx: Context) -> BlobRef | None:
+    """An ``inlineData`` part ``{"mimeType", "data": <base64>}`` as a blob."""
+    inline = _d(part.get("inlineData"))
+    data = inline.get("data")
+    if not isinstance(data, str) or not data:
+        return None
+    media = _s(inline.get("mimeType")) or "application/octet-stream"
+    try:
+        return ctx.blob(base64.b64decode(data, validate=True), media)
+    except (binascii.Error, ValueError):
+        return ctx.blob(data.encode("utf-8", "backslashreplace"), "text/plain; charset=utf-8")
+
+
+def _blob_info(blob: BlobRef) -> dict[str, Any]:
+    return {"blob": blob.hash, "size": blob.size, "media_type": blob.media_type}
+
+
+class GeminiAdapter:
+    agent: ClassVar[str] = AGENT
+
+    def default_roots(self, home: Path) -> list[Path]:
+        return [home / ".gemini" / "tmp"]
+
+    def discover(self, root: Path) -> Iterator[Path]:
+        if root.is_file():
+            yield root
+            return
+        files = [p for p in root.rglob("*.jsonl") if p.is_file()]
+        files += [p for p in root.rglob("session-*.json")
+                  if p.is_file() and one_line_document(p)]
+        yield from sorted(files)
+
+    def identify(self, path: Path, first_record: Any | None) -> SessionRef | None:
+        if not is_header(first_record):
+            return None
+        extra: dict[str, Any] = {"project_hash": first_record["projectHash"]}
+        if _s(first_record.get("kind")):
+            extra["kind"] = first_record["kind"]
+        if isinstance(first_record.get("messages"), list):
+            extra["document"] = True
+        return SessionRef(agent=AGENT, session_id=first_record["sessionId"], path=path,
+                          extra=extra)
+
+    def parser(self, ref: SessionRef, ctx: Context) -> GeminiParser:
+        return GeminiParser(ref, ctx)
+
+
+@dataclass
+class _Seen:
+    """What a message id already produced, for a message written again."""
+
+    step: int
+    content: str
+    calls: set[str] = field(default_factory=set)
+    answered: set[str] = field(default_factory=set)
+
+
+class GeminiParser:
+    def __init__(self, ref: SessionRef, ctx: Context) -> None:
+        self.ref = ref
+        self.ctx = ctx
+        self.next_step = 0
+        self.model: str | None = None
+        self.messages: dict[str, _Seen] = {}
+        self.records = 0
+
+    def feed(self, record: Any, line: LineRef) -> list[Event]:
+        self.records += 1
+        if not isinstance(record, dict):
+            return [MetadataRecorded(record_type="non_object",
+                                     data={"json_type": type(record).__name__})]
+        if self.records == 1 and is_header(record):
+            events = self._guarded(self._header, record)
+            for message in _l(record.get("messages")):
+                events += self._guarded(self._message, message)
+            return events
+        return self._guarded(self._record, record)
+
+    def _guarded(self, handle: Any, record: Any) -> list[Event]:
+        saved = (self.next_step, self.model)
+        seen = {k: (v.step, v.content, set(v.calls), set(v.answered))
+                for k, v in self.messages.items()}
+        try:
+            events: list[Event] = handle(record)
+        except SHAPE_ERRORS as e:  # an odd record must never stop the file
+            self.next_step, self.model = saved
+            self.messages = {k: _Seen(*v) for k, v in seen.items()}
+            kind = record.get("type") if isinstance(record, dict) else None
+            events = [MetadataRecorded(
+                at=_at(record) if isinstance(record, dict) else None,
+                record_type="adapter_error",
+                data={"error": f"{type(e).__name__}: {e}"[:500], "type": str(kind)[:100]})]
+        return events
+
+    # -- records ---------------------------------------------------------------------------
+
+    def _record(self, record: dict[str, Any]) -> list[Event]:
+        if "type" in record:
+            return self._message(record)
+        ops = [k for k in record if isinstance(k, str) and k.startswith("$")]
+        if len(ops) == 1 and len(record) == 1:
+            op = ops[0]
+            if op == "$set" and isinstance(record[op], dict):
+                patch = record[op]
+                events: list[Event] = []
+                if _s(patch.get("summary")):
+                    events.append(SessionInfo(at=_at(patch, "lastUpdated"),
+                                              title=clean(patch["summary"])))
+                events.append(MetadataRecorded(at=_at(patch, "lastUpdated"),
+                                               record_type="session_update",
+                                               data=capped(patch, self.ctx)))
+                return events
+            return [MetadataRecorded(record_type=clean(op[:100]),
+                                     data=capped({"value": record[op]}, self.ctx))]
+        return [MetadataRecorded(record_type="unknown", data=capped(record, self.ctx))]
+
+    def _header(self, record: dict[str, Any]) -> list[Event]:
+        at = _at(record, "startTime")
+        data = {k: v for k, v in record.items() if k != "messages"}
+        if isinstance(record.get("messages"), list):
+            data["message_count"] = len(record["messages"])
+        events: list[Event] = []
+        if _s(record.get("summary")):
+            events.append(SessionInfo(at=at, title=clean(record["summary"])))
+        events.append(MetadataRecorded(at=at, record_type="session", data=capped(data, self.ctx)))
+        return events
+
+    def _message(self, message: Any) -> list[Event]:
+        if not isinstance(message, dict):
+            return [MetadataRecorded(record_type="message:invalid",
+                                     data={"json_type": type(message).__name__})]
+        at = _at(message)
+        kind = message.get("type")
+        kind = kind if isinstance(kind, str) else ""
+        mid = _s(message.get("id"))
+        if mid is not None and mid in self.messages:
+            return self._repeat(message, self.messages[mid], at)
+        if kind in _USER:
+            texts, images = self._parts(message.get("content"))
+            step = self._step("user", at, "\n".join(texts), mid, images=images)
+            self._remember(mid, step, [])
+            return [step]
+        if kind in _AGENT:
+            return self._agent(message, at, mid)
+        if kind in _SYSTEM:
+            texts, images = self._parts(message.get("content"))
+            step = self._step("system", at, "\n".join(texts), mid, images=images,
+                              call_type=kind)
+            self._remember(mid, step, [])
+            return [step]
+        data = {k: v for k, v in message.items() if k != "type"}
+        return [MetadataRecorded(at=at, record_type=f"message:{kind or 'unknown'}"[:100],
+                                 data=capped(data, self.ctx))]
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _step(self, role: str, at: str | None, content: str, mid: str | None,
+              **fields: Any) -> StepRecorded:
+        index = self.next_step
+        self.next_step += 1
+        inline, blob, _ = self.ctx.text(content)
+        return StepRecorded(at=at, step_index=index, role=role, content=inline,
+                            content_blob=blob, source_uuid=clean(mid), **fields)
+
+    def _remember(self, mid: str | None, step: StepRecorded, calls: list[ToolCall],
+                  content: str | None = None) -> None:
+        if mid is not None:
+            self.messages[mid] = _Seen(step.step_index,
+                                       step.content if content is None else content,
+                                       {c.tool_call_id for c in calls})
+
+    def _parts(self, content: Any) -> tuple[list[str], list[BlobRef]]:
+        if isinstance(content, str):
+            return [content], []
+        texts: list[str] = []
+        images: list[BlobRef] = []
+        for part in _l(content):
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, dict):
+                if isinstance(part.get("text"), str):
+                    texts.append(part["text"])
+                elif "inlineData" in part:
+                    blob = _blob(part, self.ctx)
+                    if blob is not None:
+                        images.append(blob)
+        return texts, images
+
+    def _agent_text(self, message: dict[str, Any]) -> tuple[str, list[BlobRef]]:
+        texts, images = self._parts(message.get("content"))
+        more, more_images = self._parts(message.get("parts"))
+        return "\n".join(t for t in texts + more if t), images + more_images
+
+    def _agent(self, message: dict[str, Any], at: str | None, mid: str | None) -> list[Event]:
+        text, images = self._agent_text(message)
+        thoughts = []
+        for thought in _l(message.get("thoughts")):
+            if isinstance(thought, str):
+                thoughts.append(thought)
+                continue
+            thought = _d(thought)
+            bits = [b for b in (_s(thought.get("subject")), _s(thought.get("description"))) if b]
+            if bits:
+                thoughts.append("\n".join(bits))
+        calls, pending = self._calls(message, set())
+        model = _s(message.get("model"))
+        events: list[Event] = []
+        if model and model != self.model:
+            self.model = model
+            events.append(SessionInfo(at=at, model=clean(model)))
+        step = self._step("agent", at, text, mid, message_id=clean(mid),
+                          reasoning_content=clean("\n\n".join(thoughts)) or None,
+                          tool_calls=calls, token_usage=self._usage(message.get("tokens")),
+                          model=clean(model or self.model), images=images)
+        self._remember(mid, step, calls, text)
+        events.append(step)
+        events += self._results(pending, step.step_index, mid)
+        return events
+
+    def _usage(self, tokens: Any) -> TokenUsage | None:
+        if not isinstance(tokens, dict):
+            return None
+        cached = count(tokens.get("cached"))
+        return TokenUsage(
+            input_tokens=max(count(tokens.get("input")) - cached, 0) + count(tokens.get("tool")),
+            output_tokens=count(tokens.get("output")) + count(tokens.get("thoughts")),
+            cache_read_tokens=cached)
+
+    def _calls(self, message: dict[str, Any], known: set[str]
+               ) -> tuple[list[ToolCall], list[tuple[str, dict[str, Any]]]]:
+        """New ToolCalls of a message, and (call id, raw call) of those to answer."""
+        calls: list[ToolCall] = []
+        pending: list[tuple[str, dict[str, Any]]] = []
+        mid = _s(message.get("id")) or _at(message) or str(self.next_step)
+        for n, raw in enumerate(_l(message.get("toolCalls"))):
+            raw = _d(raw)
+            call_id = _s(raw.get("id")) or f"{mid}:{n}"
+            if call_id in known:
+                pending.append((call_id, raw))
+                continue
+            known.add(call_id)
+            args = raw.get("args")
+            args = args if isinstance(args, dict) else ({} if args is None else {"value": args})
+            value, blob = tool_input(args, self.ctx)
+            calls.append(ToolCall(tool_call_id=clean(call_id),
+                                  tool_name=clean(_s(raw.get("name")) or "unknown"),
+                                  input=value, input_blob=blob))
+            pending.append((call_id, raw))
+        return calls, pending
+
+    def _results(self, pending: list[tuple[str, dict[str, Any]]], step: int,
+                 mid: str | None) -> list[Event]:
+        seen = self.messages.get(mid) if mid is not None else None
+        events: list[Event] = []
+        for call_id, raw in pending:
+            if seen is not None and call_id in seen.answered:
+                continue
+            event = self._result(call_id, raw, step)
+            if event is not None:
+                events.append(event)
+                if seen is not None:
+                    seen.answered.add(call_id)
+        return events
+
+    def _result(self, call_id: str, raw: dict[str, Any], step: int) -> ToolResultRecorded | None:
+        result = _l(raw.get("result"))
+        status = raw.get("status")
+        display = raw.get("resultDisplay")
+        if not result and display is None and status not in _FINAL:
+            return None
+        texts: list[str] = []
+        images: list[BlobRef] = []
+        error = False
+        for part in result:
+            if isinstance(part, str):
+                texts.append(part)
+                continue
+            part = _d(part)
+            response = part.get("functionResponse")
+            if isinstance(response, dict):
+                body = response.get("response")
+                if isinstance(body, dict):
+                    if isinstance(body.get("output"), str):
+                        texts.append(body["output"])
+                    elif isinstance(body.get("error"), str):
+                        texts.append(body["error"])
+                    else:
+                        texts.append(json.dumps(storable(body), ensure_ascii=False))
+                    error = error or body.get("error") not in (None, "")
+                elif isinstance(body, str):
+                    texts.append(body)
+                elif body is not None:
+                    texts.append(json.dumps(storable(body), ensure_ascii=False))
+            elif isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif "inlineData" in part:
+                blob = _blob(part, self.ctx)
+                if blob is not None:
+                    images.append(blob)
+        if not result and isinstance(display, str):
+            texts.append(display)
+        inline, blob, chars = self.ctx.text(clean("\n".join(texts)))
+        detail = {k: raw[k] for k in ("status", "name", "displayName", "description",
+                                      "resultDisplay") if raw.get(k) is not None}
+        if images:
+            detail["images"] = [_blob_info(b) for b in images]
+        return ToolResultRecorded(at=_at(raw), step_index=step, tool_call_id=clean(call_id),
+                                  content=inline, content_blob=blob, output_chars=chars,
+                                  is_error=error or status in ("error", "cancelled"),
+                                  detail=capped(detail, self.ctx) if detail else {})
+
+    def _repeat(self, message: dict[str, Any], seen: _Seen, at: str | None) -> list[Event]:
+        mid = _s(message.get("id"))
+        text, _ = self._agent_text(message) if message.get("type") in _AGENT \
+            else ("\n".join(self._parts(message.get("content"))[0]), None)
+        calls, pending = self._calls(message, seen.calls)
+        extra = ""
+        if text != seen.content and text.startswith(seen.content):
+            extra = text[len(seen.content):]
+            seen.content = text
+        events: list[Event] = []
+        if extra or calls:
+            events.append(StepExtended(at=at, step_index=seen.step, content=clean(extra),
+                                       tool_calls=calls))
+        events += self._results(pending, seen.step, mid)
+        if not events:
+            events.append(MetadataRecorded(at=at, record_type="message_repeat",
+                                           data=capped({"id": mid, "step_index": seen.step,
+                                                        "message": message}, self.ctx)))
+        return events
