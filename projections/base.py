@@ -59,7 +59,9 @@ class SqlProjection:
     """A projection whose rows live in ``<directory>/state.sqlite``.
 
     Subclasses set ``name``, ``version`` and ``SCHEMA`` (DDL) and map event types to handlers in
-    :meth:`handlers`. Handlers write rows through the connection they are given.
+    :meth:`handlers`. Handlers write rows through the connection they are given. A subclass may
+    also buffer writes for the length of a page: :meth:`begin_page` and :meth:`end_page` run
+    inside the page's transaction, before the first handler and before the position is stored.
     """
 
     name: ClassVar[str]
@@ -92,6 +94,7 @@ class SqlProjection:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 position = int(_meta_from(conn).get("position", 0))
+                self.begin_page(conn)
                 for rec in records:
                     assert rec.position is not None
                     if rec.position <= position:
@@ -101,6 +104,7 @@ class SqlProjection:
                         handler(conn, rec)
                     position = rec.position
                     applied += 1
+                self.end_page(conn)
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('position', ?)",
                              (str(position),))
                 conn.execute("COMMIT")
@@ -108,6 +112,14 @@ class SqlProjection:
                 conn.execute("ROLLBACK")
                 raise
         return applied
+
+    def begin_page(self, conn: sqlite3.Connection) -> None:
+        """Called in the page's transaction before its first handler (default: nothing)."""
+
+    def end_page(self, conn: sqlite3.Connection) -> None:
+        """Called in the page's transaction after its last handler, before the position is
+        stored: write whatever the handlers buffered (default: nothing). Not called when a
+        handler raises; the transaction is then rolled back and the next page begins afresh."""
 
     def finish(self) -> None:
         """Called once after a run of pages: render file outputs derived from the rows."""

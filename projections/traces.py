@@ -27,6 +27,9 @@ Invariants:
 - A trace is ``committed`` only when an ``AnchorRecorded`` names one of the trace's own
   patches; nothing is inferred from commits, branches or times.
 - Rows depend only on the events and their positions, so two rebuilds give equal digests.
+- Within one page, step and result rows are kept in memory (:class:`_PageRows`) and written
+  once at the end of the page, in the page's transaction: the stored rows are exactly those the
+  event-by-event read-modify-write would leave.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, ClassVar
 
 import msgspec
@@ -113,6 +117,32 @@ def prompt_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "backslashreplace")).hexdigest()
 
 
+@dataclass
+class _PageRows:
+    """What one page has read or changed, so each row is read and written at most once per page.
+
+    Why: an import appends thousands of ``StepExtended`` and ``ToolResultRecorded`` events for
+    the same few rows; reading and rewriting a row per event was most of the catch-up time.
+
+    Invariant: an entry here is the current value of its row, newer than what SQLite holds
+    until :meth:`Traces.end_page` writes it (an entry is only made when a handler changes the
+    row, so every entry is written). A generation restart deletes a trace's rows in SQLite and
+    drops its entries here in the same step, so both stay equal to the event-by-event result.
+    """
+
+    #: Traces whose header row is known to exist (``INSERT OR IGNORE`` already run this page).
+    headers: set[str] = field(default_factory=set)
+    #: trace_id -> ``traces.system_prompt_hash`` as stored (the UPDATEs run immediately).
+    prompts: dict[str, str | None] = field(default_factory=dict)
+    #: trace_id -> step_index -> row, to be written by ``end_page``.
+    steps: dict[str, dict[int, StepRow]] = field(default_factory=dict)
+    #: trace_id -> tool_call_id -> (step_index, row), to be written by ``end_page``.
+    results: dict[str, dict[str, tuple[int, ResultRow]]] = field(default_factory=dict)
+    #: trace_id -> the tool_call_ids SQLite holds results for (most results are for new calls:
+    #: one query per trace spares a lookup per result).
+    stored_results: dict[str, set[str]] = field(default_factory=dict)
+
+
 class Traces(SqlProjection):
     name: ClassVar[str] = "traces"
     version: ClassVar[int] = 2
@@ -175,6 +205,10 @@ class Traces(SqlProjection):
     CREATE INDEX IF NOT EXISTS anchors_by_trace ON anchors (trace_id, position);
     """
 
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self._page = _PageRows()
+
     def handlers(self) -> dict[type[ev.Event], Handler]:
         capture: dict[type[ev.Event], Handler] = {
             ev.SessionStarted: self._started,
@@ -197,11 +231,42 @@ class Traces(SqlProjection):
         wrapped[ev.AnchorRecorded] = self._anchor
         return wrapped
 
-    # -- handlers: one write each (read-modify-write for step and result rows) ---------------
+    # -- page buffering (see _PageRows) --------------------------------------------------------
 
-    @staticmethod
-    def _header(conn: sqlite3.Connection, trace_id: str) -> None:
-        conn.execute("INSERT OR IGNORE INTO traces (trace_id) VALUES (?)", (trace_id,))
+    def begin_page(self, conn: sqlite3.Connection) -> None:
+        self._page = _PageRows()
+
+    def end_page(self, conn: sqlite3.Connection) -> None:
+        page, self._page = self._page, _PageRows()
+        conn.executemany("INSERT OR REPLACE INTO steps VALUES (?, ?, ?)",
+                         [(trace_id, index, _pack(row))
+                          for trace_id, rows in page.steps.items()
+                          for index, row in rows.items()])
+        conn.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?)",
+                         [(trace_id, call_id, index, _pack(row))
+                          for trace_id, rows in page.results.items()
+                          for call_id, (index, row) in rows.items()])
+
+    # -- handlers: rows change in SQLite, except step and result rows (buffered per page) -----
+
+    def _header(self, conn: sqlite3.Connection, trace_id: str) -> None:
+        if trace_id not in self._page.headers:
+            conn.execute("INSERT OR IGNORE INTO traces (trace_id) VALUES (?)", (trace_id,))
+            self._page.headers.add(trace_id)
+
+    def _stored_results(self, conn: sqlite3.Connection, trace_id: str) -> set[str]:
+        stored = self._page.stored_results.get(trace_id)
+        if stored is None:
+            stored = self._page.stored_results[trace_id] = {c for (c,) in conn.execute(
+                "SELECT tool_call_id FROM results WHERE trace_id = ?", (trace_id,))}
+        return stored
+
+    def _prompt(self, conn: sqlite3.Connection, trace_id: str) -> str | None:
+        if trace_id not in self._page.prompts:
+            (self._page.prompts[trace_id],) = conn.execute(
+                "SELECT system_prompt_hash FROM traces WHERE trace_id = ?",
+                (trace_id,)).fetchone()
+        return self._page.prompts[trace_id]
 
     def _started(self, conn: sqlite3.Connection, rec: Recorded, trace_id: str) -> None:
         e: ev.SessionStarted = rec.event  # type: ignore[assignment]
@@ -239,6 +304,8 @@ class Traces(SqlProjection):
             (e.cwd, e.agent_version, e.model, e.git_branch or None, e.git_commit or None,
              e.repository_url or None, e.title, digest, e.parent_session_id, e.agent_type,
              e.description, trace_id))
+        if digest is not None:  # coalesce: a new hash replaces the stored one
+            self._page.prompts[trace_id] = digest
 
     def _segment(self, conn: sqlite3.Connection, rec: Recorded, trace_id: str) -> None:
         e: ev.SourceSegmentRead = rec.event  # type: ignore[assignment]
@@ -248,6 +315,9 @@ class Traces(SqlProjection):
         if row is not None and e.start_offset == 0 and e.generation > row[0]:
             for table in _RESTART_TABLES:
                 conn.execute(f"DELETE FROM {table} WHERE trace_id = ?", (trace_id,))
+            self._page.steps.pop(trace_id, None)
+            self._page.results.pop(trace_id, None)
+            self._page.stored_results.pop(trace_id, None)
             conn.execute("UPDATE traces SET usage = NULL, usage_cost = NULL, "
                          "rejected_lines = 0 WHERE trace_id = ?", (trace_id,))
         conn.execute(
@@ -264,8 +334,7 @@ class Traces(SqlProjection):
     def _step(self, conn: sqlite3.Connection, rec: Recorded, trace_id: str) -> None:
         e: ev.StepRecorded = rec.event  # type: ignore[assignment]
         self._header(conn, trace_id)
-        (prompt,) = conn.execute("SELECT system_prompt_hash FROM traces WHERE trace_id = ?",
-                                 (trace_id,)).fetchone()
+        prompt = self._prompt(conn, trace_id)
         row = StepRow(
             role=e.role, timestamp=e.at, message_id=e.message_id, agent_role=e.agent_role,
             cost_usd=e.cost_usd,
@@ -276,42 +345,44 @@ class Traces(SqlProjection):
             is_sidechain=e.is_sidechain, tool_calls=list(e.tool_calls),
             token_usage=e.token_usage, images=list(e.images),
             system_prompt_hash=prompt if e.role == "agent" else None)
-        conn.execute("INSERT OR REPLACE INTO steps VALUES (?, ?, ?)",
-                     (trace_id, e.step_index, _pack(row)))
+        self._page.steps.setdefault(trace_id, {})[e.step_index] = row
 
     def _extended(self, conn: sqlite3.Connection, rec: Recorded, trace_id: str) -> None:
         e: ev.StepExtended = rec.event  # type: ignore[assignment]
         self._header(conn, trace_id)
-        found = conn.execute("SELECT data FROM steps WHERE trace_id = ? AND step_index = ?",
-                             (trace_id, e.step_index)).fetchone()
-        # Only agent responses are extended; a lost first line still leaves an agent step.
-        row = _STEP.decode(found[0]) if found else StepRow(role="agent", timestamp=e.at)
-        row = msgspec.structs.replace(
+        rows = self._page.steps.setdefault(trace_id, {})
+        row = rows.get(e.step_index)
+        if row is None:
+            found = conn.execute("SELECT data FROM steps WHERE trace_id = ? AND step_index = ?",
+                                 (trace_id, e.step_index)).fetchone()
+            # Only agent responses are extended; a lost first line still leaves an agent step.
+            row = _STEP.decode(found[0]) if found else StepRow(role="agent", timestamp=e.at)
+        rows[e.step_index] = msgspec.structs.replace(
             row,
             content=[*row.content, TextPart(e.content)] if e.content else row.content,
             reasoning=[*row.reasoning, e.reasoning_content] if e.reasoning_content
             else row.reasoning,
             tool_calls=[*row.tool_calls, *e.tool_calls], images=[*row.images, *e.images],
             token_usage=e.token_usage if e.token_usage is not None else row.token_usage)
-        conn.execute("INSERT OR REPLACE INTO steps VALUES (?, ?, ?)",
-                     (trace_id, e.step_index, _pack(row)))
 
     def _result(self, conn: sqlite3.Connection, rec: Recorded, trace_id: str) -> None:
         e: ev.ToolResultRecorded = rec.event  # type: ignore[assignment]
         self._header(conn, trace_id)
-        found = conn.execute(
-            "SELECT step_index, data FROM results WHERE trace_id = ? AND tool_call_id = ?",
-            (trace_id, e.tool_call_id)).fetchone()
+        rows = self._page.results.setdefault(trace_id, {})
+        found = rows.get(e.tool_call_id)
+        if found is None and e.tool_call_id in self._stored_results(conn, trace_id):
+            stored = conn.execute(
+                "SELECT step_index, data FROM results WHERE trace_id = ? AND tool_call_id = ?",
+                (trace_id, e.tool_call_id)).fetchone()
+            found = (stored[0], _RESULT.decode(stored[1]))
         new = ResultRow(content=e.content,
                         content_blob=e.content_blob.hash if e.content_blob else None,
                         output_chars=e.output_chars or len(e.content), is_error=e.is_error,
                         no_result=e.no_result, detail=dict(e.detail), timestamp=e.at)
         step_index = e.step_index
         if found is not None:
-            step_index, old = found[0], _RESULT.decode(found[1])
-            new = merge_results(old, new)
-        conn.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?)",
-                     (trace_id, e.tool_call_id, step_index, _pack(new)))
+            step_index, new = found[0], merge_results(found[1], new)
+        rows[e.tool_call_id] = (step_index, new)
 
     def _compaction(self, conn: sqlite3.Connection, rec: Recorded, trace_id: str) -> None:
         self._header(conn, trace_id)

@@ -16,6 +16,7 @@ from opentraces.commands.main import LazyGroup, cli
 from opentraces.commands.trace import trace
 from opentraces.config import Settings
 from opentraces.errors import MaintenanceNeeded
+from opentraces.projections.traces import Traces
 from opentraces.record import Observation, TraceRecord, decode_jsonl_line
 from opentraces.store import EventLog
 from tests.conftest import CORPUS, REPO
@@ -218,6 +219,31 @@ def test_a_rewritten_file_restarts_the_record(settings: Settings) -> None:
     assert r.metadata["rejected_lines"] == 0 and r.generation_index == 1
     assert r.metrics.total_input_tokens == 0 and r.metadata["token_usage_source"] == "step_sum"
     assert r.task.description == "new prompt"
+
+
+def test_a_restart_inside_one_page_drops_the_rows_buffered_before_it(
+        settings: Settings, tmp_path: Path) -> None:
+    seg = {"path": "/logs/c.jsonl", "line_count": 1}
+    put(settings, "t-page", [  # one append, one page: step and result rows are buffered
+        started("t-page"),
+        ev.SourceSegmentRead(generation=0, start_offset=0, end_offset=100, **seg),
+        ev.StepRecorded(step_index=0, role="agent", content="old", tool_calls=[call("c1")]),
+        ev.StepExtended(step_index=0, content=" answer"),
+        ev.ToolResultRecorded(step_index=0, tool_call_id="c1", content="old out"),
+        ev.SourceSegmentRead(generation=1, start_offset=0, end_offset=40, **seg),
+        ev.StepExtended(step_index=0, content="new", tool_calls=[call("c1")]),
+        ev.ToolResultRecorded(step_index=0, tool_call_id="c1", content="new out")])
+    r = api.trace_get(settings, "t-page")
+    assert [s.content for s in r.steps] == ["new"]
+    assert r.steps[0].observations[0].content == "new out"
+    # The same log applied one event per page leaves the same rows.
+    digest = api.rebuild(settings, ["traces"]).projections["traces"]["digest"]
+    single = Traces(tmp_path / "single")
+    with EventLog(settings.store) as log:
+        for rec in log.page(after=0):
+            single.apply_page([rec])
+    single.close()
+    assert single.digest() == digest
 
 
 def test_a_repeated_generation_does_not_restart(settings: Settings) -> None:
