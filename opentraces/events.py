@@ -2,8 +2,10 @@
 
 Invariants:
 - Events are immutable and self-describing. Each class has a tag ``<Name>.v<N>``; the tag is the
-  stored topic. A shape change gets a new tag version and an upcaster registered in
-  :data:`UPCASTERS` for the old tag, so stored events are never rewritten.
+  stored topic. They are stored as msgpack arrays (``array_like``: no field names in every
+  row), so a new field is only ever added at the end of a class, with a default. Any other
+  shape change gets a new tag version and an upcaster registered in :data:`UPCASTERS` for the
+  old tag, so stored events are never rewritten.
 - Events stay small (references, not content): large bodies live in the blob store and are
   referenced by :class:`BlobRef`.
 - Streams: ``trace:<trace_id>`` (capture and patches), ``repo:<repo key>`` (anchors, survival),
@@ -37,9 +39,14 @@ def stable_id(*parts: object, length: int = 32) -> str:
     return blake3.blake3(joined.encode("utf-8", "backslashreplace")).hexdigest()[:length]
 
 
+#: Trace ids are 20 hex digits (80 bits): collisions stay negligible far beyond any store's
+#: size, and every event row and index entry carries one, so the length shows in store size.
+TRACE_ID_LENGTH = 20
+
+
 def trace_id_for(agent: str, session_id: str) -> str:
     """The trace id of one agent session: stable across re-imports and machines."""
-    return stable_id("trace", agent, session_id)
+    return stable_id("trace", agent, session_id, length=TRACE_ID_LENGTH)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,7 +91,8 @@ class LineRange(msgspec.Struct, frozen=True, array_like=True):
 # Base
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type"):
+class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type",
+            array_like=True):
     """Base of every stored event. ``at`` is when the fact happened, as the evidence says."""
 
     kind: ClassVar[str] = "event"

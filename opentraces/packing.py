@@ -1,9 +1,9 @@
 """Compression shared by the event store and the blob store.
 
-New data is written as zstd frames (level 3: about twice as small as zlib's fastest level on
-transcript JSON, and faster). Readers recognise the format by its first bytes, so data written
-zlib-compressed by earlier versions stays readable: a zstd frame starts with ``28 b5 2f fd``,
-a zlib stream with ``78``.
+New data is written as zstd frames (level 3, and level 6 for large data: about twice as small
+as zlib's fastest level on transcript JSON, and faster). Readers recognise the format by its
+first bytes, so data written zlib-compressed by earlier versions stays readable: a zstd frame
+starts with ``28 b5 2f fd``, a zlib stream with ``78``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ import zstandard
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 ZLIB_FIRST = 0x78
 
-_COMPRESSOR = zstandard.ZstdCompressor(level=3)
+_COMPRESSORS = {3: zstandard.ZstdCompressor(level=3), 6: zstandard.ZstdCompressor(level=6)}
 _DECOMPRESSOR = zstandard.ZstdDecompressor()
+#: From this size on, level 6 (about 9% smaller than level 3 on transcripts, at about a third
+#: of the speed) is worth it: large blobs are raw transcript segments, stored once.
+DENSE_FROM = 64 * 1024
 
 
 class CorruptData(ValueError):
@@ -24,7 +27,7 @@ class CorruptData(ValueError):
 
 
 def compress(data: bytes) -> bytes:
-    return _COMPRESSOR.compress(data)
+    return _COMPRESSORS[6 if len(data) >= DENSE_FROM else 3].compress(data)
 
 
 def is_compressed(data: bytes) -> bool:

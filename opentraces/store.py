@@ -99,8 +99,8 @@ COMPRESS_ABOVE = 256
 def pack(event: Event) -> bytes:
     """The stored bytes of an event: msgpack, compressed when large (tool outputs).
 
-    A msgpack map (every event) starts with 0x80-0x8f, 0xde or 0xdf, never with the first
-    byte of a compressed frame, so :func:`unpack` can tell the two apart.
+    An event is a msgpack array (``[tag, fields…]``), which starts with 0x90-0x9f, 0xdc or
+    0xdd, never with the first byte of a compressed frame, so :func:`unpack` can tell the two apart.
     """
     state = encode_event(event)
     if len(state) > COMPRESS_ABOVE:

@@ -452,7 +452,12 @@ def sample_value(t: msgspec.inspect.Type, full: bool) -> Any:
     if isinstance(t, mi.StructType):
         fields = [f for f in t.fields if full or f.required]
         if t.array_like:
-            return [sample_value(f.type, full) for f in t.fields]
+            values = [((not f.default) if isinstance(f.default, bool)
+                       else sample_value(f.type, full)) if full or f.required
+                      else msgspec.to_builtins(f.default if f.default is not msgspec.NODEFAULT
+                                               else f.default_factory())
+                      for f in t.fields]
+            return [t.tag, *values] if t.tag is not None else values
         return {f.encode_name: (not f.default) if f.default is True or f.default is False
                 else sample_value(f.type, full) for f in fields}
     raise AssertionError(f"no sample for {t!r}; extend sample_value")
