@@ -115,6 +115,10 @@ from opentraces.capture.values import (
     storable,
     tool_input,
 )
+from opentraces.capture.values import as_dict as _d
+from opentraces.capture.values import as_list as _l
+from opentraces.capture.values import kind_of as _kind
+from opentraces.capture.values import nonempty_str as _s
 from opentraces.events import (
     BlobRef,
     CompactionRecorded,
@@ -167,22 +171,12 @@ def _at(record: dict[str, Any]) -> str | None:
     return ts if isinstance(ts, str) and ts[:1].isdigit() else None
 
 
-def _s(value: Any) -> str | None:
-    """A non-empty string, or None."""
-    return value if isinstance(value, str) and value else None
 
 
-def _kind(value: Any) -> str:
-    """A record's ``type`` (or ``role``) as a string; anything else is ``""``."""
-    return value if isinstance(value, str) else ""
 
 
-def _d(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
-def _l(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
 
 
 def _int(value: Any) -> int | None:

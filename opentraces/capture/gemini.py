@@ -74,6 +74,9 @@ from typing import Any, ClassVar
 
 from opentraces.capture.base import Context, LineRef, SessionRef, clean
 from opentraces.capture.values import SHAPE_ERRORS, capped, count, storable, tool_input
+from opentraces.capture.values import as_dict as _d
+from opentraces.capture.values import as_list as _l
+from opentraces.capture.values import nonempty_str as _s
 from opentraces.events import (
     BlobRef,
     Event,
@@ -95,16 +98,10 @@ _FINAL = ("success", "error", "cancelled")
 _HEADER_KEYS = ("sessionId", "projectHash", "startTime", "lastUpdated", "kind", "summary")
 
 
-def _s(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
-def _d(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
-def _l(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
 
 
 def _at(record: dict[str, Any], key: str = "timestamp") -> str | None:

@@ -111,3 +111,23 @@ def tool_input(value: dict[str, Any], ctx: Context) -> tuple[dict[str, Any], Blo
     if len(raw) <= INLINE_CHARS:
         return value, None
     return _shorten(value, 1000), ctx.blob(raw, "application/json")
+
+
+def nonempty_str(value: Any) -> str | None:
+    """A non-empty string, or None."""
+    return value if isinstance(value, str) and value else None
+
+
+def kind_of(value: Any) -> str:
+    """A record's ``type`` (or ``role``) as a string; anything else is ``""``."""
+    return value if isinstance(value, str) else ""
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """``value`` if it is a dict, else an empty one (records come in any shape)."""
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    """``value`` if it is a list, else an empty one."""
+    return value if isinstance(value, list) else []
