@@ -74,7 +74,10 @@ from typing import Any, ClassVar
 import msgspec
 
 from opentraces.capture.base import INLINE_CHARS, Context, LineRef, SessionRef, clean
-from opentraces.capture.values import COUNT_MAX, storable
+from opentraces.capture.values import as_dict as _dict
+from opentraces.capture.values import count as _count
+from opentraces.capture.values import nonempty_str as _text
+from opentraces.capture.values import storable
 from opentraces.events import (
     BlobRef,
     CompactionRecorded,
@@ -595,15 +598,6 @@ def _read_meta(path: Path) -> dict[str, Any]:
             if isinstance(value.get(k), str)}
 
 
-def _text(value: Any) -> str | None:
-    """A non-empty string, else None."""
-    return value if isinstance(value, str) and value else None
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _cap(value: str, limit: int = FIELD_CHARS) -> str:
     return value if len(value) <= limit else value[:limit]
 
@@ -621,13 +615,6 @@ def _user_text(record: dict[str, Any]) -> str | None:
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) \
         and (isinstance(value, int) or math.isfinite(value))
-
-
-def _count(value: Any) -> int:
-    """A token count from a loosely typed value: non-numbers are 0, range clamped for storage."""
-    if not _is_number(value):
-        return 0
-    return min(max(int(value), 0), COUNT_MAX)
 
 
 def _usage(value: Any) -> TokenUsage | None:
