@@ -230,14 +230,8 @@ def phase_import(corpus: Path, home: Path, reimport: bool, profile: bool) -> dic
     seconds, discover, report = _import_once(settings, corpus)
     cpu = time.process_time() - cpu0
     if profiler is not None:
-        import io
-        import pstats
-
         profiler.disable()
-        for key in ("cumulative", "tottime"):
-            out = io.StringIO()
-            pstats.Stats(profiler, stream=out).sort_stats(key).print_stats(30)
-            print(out.getvalue(), file=sys.stderr)
+        common.print_profile(profiler, 30)
     rss = peak_rss_bytes()
     breakdown = {"seconds": dict(timers.seconds), "cpu": dict(timers.cpu),
                  "calls": dict(timers.calls), "blobs": dict(timers.blobs)}

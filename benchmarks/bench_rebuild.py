@@ -115,14 +115,8 @@ def rebuild(home: Path, profile: bool) -> dict[str, Any]:
     report = api.rebuild(settings, progress=progress)
     seconds = time.perf_counter() - began
     if profiler is not None:
-        import io
-        import pstats
-
         profiler.disable()
-        for key in ("cumulative", "tottime"):
-            out = io.StringIO()
-            pstats.Stats(profiler, stream=out).sort_stats(key).print_stats(25)
-            print(out.getvalue(), file=sys.stderr)
+        common.print_profile(profiler, 25)
     return {"seconds": seconds, "report": api.to_builtins(report),
             "peak_rss": peak_rss_bytes()}
 
