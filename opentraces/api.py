@@ -169,7 +169,8 @@ def append(target: Settings | Path | Workspace, stream: str, events: Sequence[Ev
     with open_workspace(target) as ws:
         positions = ws.log.append(stream, events)
         if catch_up:
-            ws.runner().catch_up()
+            runner = ws.runner()
+            runner.catch_up(runner.eager())
         return positions
 
 
@@ -243,7 +244,8 @@ def import_sessions(target: Settings | Path | Workspace,
         blobs = BlobStore(ws.blobs.root, defer_sync=True)  # one sync per batch of events
         report = import_files(ws.log, blobs, files, accept=_capture_filter(ws, project),
                               progress=progress)
-        ws.runner().catch_up()
+        runner = ws.runner()
+        runner.catch_up(runner.eager())
     return report
 
 

@@ -33,6 +33,10 @@ class Projection(Protocol):
 
     name: ClassVar[str]
     version: ClassVar[int]
+    #: Caught up by every command that appends. A lazy projection (False) is caught up only by
+    #: its own refresh command and by `repair`, because keeping it current on every import
+    #: would cost more than the import itself (the search index).
+    eager: ClassVar[bool]
 
     def __init__(self, directory: Path) -> None: ...
 
@@ -66,6 +70,7 @@ class SqlProjection:
 
     name: ClassVar[str]
     version: ClassVar[int]
+    eager: ClassVar[bool] = True
     SCHEMA: ClassVar[str]
 
     def __init__(self, directory: Path) -> None:

@@ -86,6 +86,10 @@ class Runner:
             return None
         return self.classes[name](link.resolve())
 
+    def eager(self) -> list[str]:
+        """The projections that commands which append keep current."""
+        return [n for n, cls in self.classes.items() if cls.eager]
+
     def states(self, head: int | None = None) -> dict[str, ProjectionState]:
         head = self.source.head() if head is None else head
         return {name: self._state(name, head) for name in self.classes}

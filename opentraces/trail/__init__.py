@@ -1,0 +1,1 @@
+"""Trace Trails: patches, git anchors and survival (see docs/trail.md)."""
