@@ -338,10 +338,15 @@ def status(target: Settings | Path | Workspace) -> StatusReport:
             trace_count=len(traces),
             project_count=len({t["project_slug"] for t in traces if t["project_slug"]}),
             event_count=source.count() if isinstance(source, EventLog) else 0, head=head)
-    stale = sorted(n for n, s in states.items() if s.state != "fresh")
+    lazy = _lazy_lagging(ws.runner(), states)
+    stale = sorted(n for n, s in states.items() if s.state != "fresh" and n not in lazy)
     if stale:
         verdict, nxt = "needs_maintenance", "opentraces repair"
         steps = [f"Projection {n} is {states[n].state.replace('_', ' ')}." for n in stale]
+    elif lazy:
+        verdict, nxt = "ok", next(iter(lazy.values()))
+        steps = [f"Projection {n} is {states[n].lag} events behind; `{cmd}` catches it up."
+                 for n, cmd in lazy.items()]
     elif store.event_count == 0:
         verdict, nxt = "empty", None
         steps = ["No sessions are captured yet; the store is ready."]
@@ -350,7 +355,7 @@ def status(target: Settings | Path | Workspace) -> StatusReport:
         steps = []
     return StatusReport(store=store, projections={n: msgspec.to_builtins(s)
                                                   for n, s in states.items()},
-                        verdict=verdict, freshness="stale" if stale else "fresh",
+                        verdict=verdict, freshness="stale" if stale or lazy else "fresh",
                         next_command=nxt, next_steps=steps)
 
 
@@ -415,15 +420,30 @@ def _check_blobs(ws: Workspace) -> DoctorCheck:
     return DoctorCheck("blobs", True, f"blob store at {root}")
 
 
+def _lazy_lagging(runner: Any, states: dict[str, Any]) -> dict[str, str]:
+    """Lazy projections that only lag (not broken): name -> the command that catches it up.
+
+    Lagging is their normal state between refreshes, so it is not a maintenance need."""
+    return {n: getattr(runner.classes[n], "refresh_command", "opentraces repair")
+            for n, s in sorted(states.items())
+            if s.state == "lagging" and not runner.classes[n].eager}
+
+
 def _check_projections(ws: Workspace) -> list[DoctorCheck]:
     runner = ws.runner()
     checks = []
-    for name, state in runner.states(ws.source().head()).items():
+    states = runner.states(ws.source().head())
+    lazy = _lazy_lagging(runner, states)
+    for name, state in states.items():
         proj = runner.open(name)
         problems = proj.problems() if proj is not None else []
         if state.state == "fresh" and not problems:
             checks.append(DoctorCheck(f"projection {name}", True,
                                       f"fresh at position {state.position}"))
+        elif name in lazy and not problems:
+            checks.append(DoctorCheck(f"projection {name}", True,
+                                      f"{state.lag} events behind (refreshed on demand by "
+                                      f"`{lazy[name]}`)"))
         else:
             detail = "; ".join(problems) or f"{state.state.replace('_', ' ')} " \
                                             f"(position {state.position} of {state.head})"

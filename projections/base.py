@@ -37,6 +37,7 @@ class Projection(Protocol):
     #: its own refresh command and by `repair`, because keeping it current on every import
     #: would cost more than the import itself (the search index).
     eager: ClassVar[bool]
+    # A lazy projection also names the command that catches it up (`refresh_command`).
 
     def __init__(self, directory: Path) -> None: ...
 
