@@ -7,7 +7,10 @@ Invariants:
 - Writes are atomic: temp file in the same folder, fsync, rename, fsync the folder. A crash
   leaves either no blob or a whole one (stray temp files are ignored and pruned).
 - A store opened with ``defer_sync=True`` (bulk import) skips the per-blob syncs; its owner
-  calls :meth:`BlobStore.sync` before committing any event that references those blobs.
+  calls :meth:`BlobStore.sync` before committing any event that references those blobs. Such
+  a store also compresses and writes large blobs on one background thread (zstd releases the
+  GIL, so this overlaps with parsing on another core); :meth:`BlobStore.sync` waits for them
+  first, so "synced" still means written and durable, and their errors surface there.
 - :meth:`BlobStore.verify` re-hashes content; it never trusts the file name.
 """
 
@@ -17,6 +20,7 @@ import ctypes
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import blake3
@@ -27,6 +31,8 @@ from opentraces.errors import BlobCorrupt, BlobMissing
 from opentraces.events import BlobRef
 
 TEMP_PREFIX = ".tmp-"
+#: Blobs at least this large are written in the background by a deferred-sync store.
+BACKGROUND_BYTES = 256 * 1024
 
 
 def blob_hash(data: bytes) -> str:
@@ -52,6 +58,8 @@ class BlobStore:
         self.root = root
         self._unsynced: list[Path] | None = [] if defer_sync else None
         self._folders: set[Path] = set()  # folders known to exist (saves a mkdir per blob)
+        self._pending: dict[str, Future[None]] = {}  # background writes not yet waited for
+        self._worker: ThreadPoolExecutor | None = None
 
     def path_for(self, digest: str) -> Path:
         return self.root / digest[:2] / digest[2:4] / digest
@@ -61,8 +69,13 @@ class BlobStore:
         """Store ``data`` (if not already present) and return its reference."""
         digest = blob_hash(data)
         target = self.path_for(digest)
-        if not target.exists():
-            self._write_atomic(target, packing.compress(data))
+        if digest not in self._pending and not target.exists():
+            if self._unsynced is not None and len(data) >= BACKGROUND_BYTES:
+                if self._worker is None:
+                    self._worker = ThreadPoolExecutor(1, thread_name_prefix="blob-writer")
+                self._pending[digest] = self._worker.submit(self._compress_write, target, data)
+            else:
+                self._write_atomic(target, packing.compress(data))
         return BlobRef(hash=digest, size=len(data), media_type=media_type, local_only=local_only)
 
     def get(self, digest: str) -> bytes:
@@ -72,6 +85,7 @@ class BlobStore:
             BlobMissing: the blob is not in this store.
             BlobCorrupt: the file does not decompress.
         """
+        self._wait(digest)
         path = self.path_for(digest)
         try:
             packed = path.read_bytes()
@@ -85,7 +99,7 @@ class BlobStore:
                               next_command="opentraces bucket verify") from e
 
     def has(self, digest: str) -> bool:
-        return self.path_for(digest).exists()
+        return digest in self._pending or self.path_for(digest).exists()
 
     def hashes(self) -> Iterator[str]:
         """Every stored blob name (temp files excluded), in sorted order."""
@@ -100,6 +114,7 @@ class BlobStore:
                         yield blob.name
 
     def size_on_disk(self, digest: str) -> int:
+        self._wait(digest)
         return self.path_for(digest).stat().st_size
 
     def verify(self, digests: Iterator[str] | None = None) -> VerifyReport:
@@ -138,6 +153,8 @@ class BlobStore:
 
     def sync(self) -> None:
         """Make every blob written since the last sync durable (deferred mode only)."""
+        for digest in list(self._pending):
+            self._wait(digest)
         if not self._unsynced:
             return
         pending, self._unsynced = self._unsynced, []
@@ -151,6 +168,17 @@ class BlobStore:
                 os.close(fd)
         for folder in {p.parent for p in pending}:
             fsync_dir(folder)
+
+    def _wait(self, digest: str) -> None:
+        future = self._pending.get(digest)
+        if future is not None:
+            try:
+                future.result()
+            finally:
+                del self._pending[digest]
+
+    def _compress_write(self, target: Path, data: bytes) -> None:
+        self._write_atomic(target, packing.compress(data))
 
     def _write_atomic(self, target: Path, payload: bytes) -> None:
         if target.parent not in self._folders:

@@ -265,10 +265,19 @@ class SessionEnded(Event, tag="SessionEnded.v1"):
 
 
 # ---------------------------------------------------------------------------------------------
-# Trail (patches in trace:<id>; anchors and survival in repo:<key>)
+# Trail (patches in trace:<id>; anchors and survival in repo:<key>; see docs/trail.md)
 
 
 class PatchRecorded(Event, tag="PatchRecorded.v1"):
+    """One agent edit of one file (one Edit/MultiEdit/Write, apply_patch file or pi edit/write).
+
+    ``path`` is repo-relative when ``repo_root`` was found (else as the agent named it);
+    ``file_path`` is the absolute path. ``hunks`` is a JSON blob of the added and removed
+    line blocks; ``authored_hash`` is blake3 over the added lines joined by newlines;
+    ``authored_lines`` counts the non-blank added lines; ``before``/``after`` hold the whole
+    file when the transcript gave it. ``change`` is ``edit``, ``create``, ``delete``.
+    """
+
     kind: ClassVar[str] = "trail"
     patch_id: str
     trace_id: str
@@ -280,16 +289,30 @@ class PatchRecorded(Event, tag="PatchRecorded.v1"):
     authored_hash: str | None = None
     before: BlobRef | None = None
     after: BlobRef | None = None
+    file_path: str | None = None
+    repo_root: str | None = None
+    hunks: BlobRef | None = None
+    authored_lines: int = 0
+    change: str = "edit"
 
 
 class AnchorSearchRequested(Event, tag="AnchorSearchRequested.v1"):
+    """A commit was made (post-commit hook): the next ``trail_sync`` searches ``path``."""
+
     kind: ClassVar[str] = "trail"
     repo_key: str
     commit: str
     source: str = "post-commit"
+    path: str | None = None
 
 
 class AnchorRecorded(Event, tag="AnchorRecorded.v1"):
+    """A patch was found in a commit; the last one per patch in log order is its anchor.
+
+    ``at`` is the commit time; ``lines`` counts the commit's added lines matched to the
+    patch; ``range`` is where they are in the commit's version of ``path``.
+    """
+
     kind: ClassVar[str] = "trail"
     anchor_id: str
     patch_id: str
@@ -301,9 +324,13 @@ class AnchorRecorded(Event, tag="AnchorRecorded.v1"):
     evidence_firmness: str
     range: LineRange | None = None
     similarity: float = 1.0
+    subject: str | None = None
+    lines: int = 0
 
 
 class SurvivalObserved(Event, tag="SurvivalObserved.v1"):
+    """What is left of an anchored patch at ``head`` (appended only when it changed)."""
+
     kind: ClassVar[str] = "trail"
     patch_id: str
     anchor_id: str

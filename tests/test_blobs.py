@@ -103,3 +103,34 @@ def test_blobs_written_zlib_compressed_stay_readable(tmp_path: Path) -> None:
     path.write_bytes(zlib.compress(data))
     assert store.get(blob_hash(data)) == data
     assert store.verify().corrupt == []
+
+
+def test_deferred_store_writes_large_blobs_in_the_background(tmp_path: Path) -> None:
+    from opentraces.blobs import BACKGROUND_BYTES
+
+    store = BlobStore(tmp_path / "blobs", defer_sync=True)
+    big = os.urandom(BACKGROUND_BYTES // 2) * 3  # large, compressible, unique to this test
+    small = b"small blob"
+    refs = [store.put(big, local_only=True), store.put(small), store.put(big)]
+    assert refs[0].hash == refs[2].hash and refs[0].size == len(big)
+    assert store.has(refs[0].hash)  # pending or written, it is known
+    assert store.get(refs[0].hash) == big  # a read waits for the background write
+    store.sync()
+    assert sorted(store.hashes()) == sorted({refs[0].hash, refs[1].hash})
+    fresh = BlobStore(tmp_path / "blobs")  # what another process sees after sync
+    assert fresh.get(refs[0].hash) == big and fresh.get(refs[1].hash) == small
+
+
+def test_background_write_errors_surface_at_sync(tmp_path: Path) -> None:
+    from opentraces.blobs import BACKGROUND_BYTES
+
+    root = tmp_path / "blobs"
+    root.mkdir()
+    store = BlobStore(root, defer_sync=True)
+    big = os.urandom(BACKGROUND_BYTES)
+    digest = blob_hash(big)
+    (root / digest[:2]).write_bytes(b"")  # a file where the blob's folder must go
+    store.put(big)
+    with pytest.raises(OSError):
+        store.sync()
+    assert not store.has(digest)  # the failed write is not reported as stored

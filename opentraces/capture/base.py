@@ -26,6 +26,18 @@ and are converted).
 
 The importer writes ``SessionStarted`` (from :class:`SessionRef`) and the
 ``SourceSegmentRead``/``SourceLineRejected`` bookkeeping itself; adapters emit everything else.
+
+Whole documents. An agent that keeps a session as ONE JSON document rewritten in place (Gemini
+CLI's ``chats/session-*.json``) cannot be read line by line or resumed at a byte offset. Its
+adapter is also a :class:`DocumentAdapter`: files matching ``document_glob`` are decoded whole
+and cut by ``split`` into a header and a list of items (messages) that only grows at its end
+while the session goes on. The parser is fed the header, then each item, as if they were lines
+(``LineRef.number`` is 0 for the header and the item's 1-based position for an item; offsets are
+0), so the replay rule above holds with items for lines. One exception the agent forces: the
+LAST item already read may be revised in place (a response gaining its tool results or token
+counts). The importer then replays the old version and feeds the new one again, and the parser
+must treat an item with the same ``item_key`` as a revision of the earlier one (extensions, no
+second step).
 """
 
 from __future__ import annotations
@@ -135,3 +147,34 @@ def usage(input_tokens: Any = 0, output_tokens: Any = 0, cache_read: Any = 0,
     return TokenUsage(input_tokens=int(input_tokens or 0), output_tokens=int(output_tokens or 0),
                       cache_read_tokens=int(cache_read or 0),
                       cache_write_tokens=int(cache_write or 0))
+
+
+class DocumentAdapter(Adapter, Protocol):
+    """An adapter some of whose transcripts are whole JSON documents (see the module docstring)."""
+
+    #: Files (by name, e.g. ``"*.json"``) read as whole documents; other files are read by line.
+    document_glob: ClassVar[str]
+
+    def split(self, document: Any) -> tuple[Any, list[Any]]:
+        """(header, items) of a document that ``identify`` accepted."""
+        ...
+
+    def item_key(self, item: Any) -> Any:
+        """What makes an item the same item when revised (e.g. its id); None for no identity."""
+        ...
+
+    def refusal(self, path: Path, document: Any) -> str | None:
+        """Why a decoded document that ``identify`` refused is this agent's file and still not
+        captured (None: not this agent's file at all)."""
+        ...
+
+    def identify_partial(self, path: Path, data: bytes) -> SessionRef | None:
+        """The session of a document that does not decode (caught half-written), if what can be
+        read of it names one."""
+        ...
+
+
+def is_document(ad: Adapter, path: Path) -> bool:
+    """Whether ``ad`` reads ``path`` as a whole document."""
+    glob = getattr(ad, "document_glob", None)
+    return isinstance(glob, str) and path.match(glob)

@@ -7,11 +7,17 @@ Policy (the same for every agent):
 - A line holding several JSON values run together (``{...}{...}``) yields each of them.
 - A line that still does not decode is a :class:`Rejected` with its raw bytes and the reason;
   it is never dropped silently and never stops the file.
+
+Whole JSON documents (a transcript that is one indented JSON value rewritten in place, read by
+the importer's document path) decode with :func:`decode_document`, under the same policy: msgspec
+first, then the stdlib; what does not decode is :class:`Undecodable` with the line and byte
+offset of the error (msgspec names a byte; a truncated document fails at its last line).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +28,9 @@ from opentraces.capture.base import LineRef
 from opentraces.text import safe_value
 
 _DECODER = msgspec.json.Decoder()
+_AT_BYTE = re.compile(r"\(byte (\d+)\)")
+
+
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
@@ -87,3 +96,32 @@ def decode(raw: bytes) -> list[Any] | Rejected:
         while index < len(string) and string[index].isspace():
             index += 1
     return values
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """Why a whole document does not decode, and where: 1-based line, byte offset of its start."""
+
+    reason: str
+    line: int
+    offset: int
+
+
+def decode_document(data: bytes) -> Any:
+    """The one JSON value ``data`` holds, or :class:`Undecodable`."""
+    try:
+        return _DECODER.decode(data)
+    except msgspec.DecodeError as e:
+        error = str(e)
+    except RecursionError:
+        return Undecodable("JSON nested too deeply", 1, 0)
+    try:
+        return safe_value(_STDLIB.decode(data.decode("utf-8")))
+    except (ValueError, RecursionError):
+        pass  # msgspec's reason and position are the ones reported
+    at = _AT_BYTE.search(error)
+    # A truncated document fails at its end: report the last line that holds something.
+    position = int(at.group(1)) if at else len(data.rstrip())
+    position = min(position, max(len(data) - 1, 0))
+    start = data.rfind(b"\n", 0, position) + 1
+    return Undecodable(f"invalid JSON document: {error}", data.count(b"\n", 0, start) + 1, start)

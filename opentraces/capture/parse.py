@@ -1,14 +1,28 @@
-"""Run an adapter over transcript bytes: the pure half of import (no store involved)."""
+"""Run an adapter over transcript bytes: the pure half of import (no store involved).
+
+Line files go through :func:`parse_bytes`; whole documents (see ``base.DocumentAdapter``)
+through :func:`feed_document` (records already decoded and split, as the importer has them)
+or :func:`parse_document` (bytes in, for tests and one-off reads). For a document,
+``Parsed.lines_read`` counts the items kept and ``Parsed.end_offset`` is the number of items.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from opentraces.blobs import blob_hash
-from opentraces.capture.base import Adapter, Context, LineRef, SessionRef
-from opentraces.capture.lines import Rejected, complete_length, decode, iter_lines
+from opentraces.capture.base import Adapter, Context, DocumentAdapter, LineRef, SessionRef
+from opentraces.capture.lines import (
+    Rejected,
+    Undecodable,
+    complete_length,
+    decode,
+    decode_document,
+    iter_lines,
+)
 from opentraces.events import BlobRef, Event, SessionInfo
 
 
@@ -83,3 +97,43 @@ def _learn(parsed: Parsed, events: list[Event]) -> None:
 def parse_file(adapter: Adapter, path: Path, ctx: Context | None = None) -> Parsed:
     """Parse a whole file from disk (a convenience for tests and one-off reads)."""
     return parse_bytes(adapter, path, path.read_bytes(), ctx=ctx)
+
+
+#: A document's records as fed to a parser: (position, record); position 0 is the header,
+#: n >= 1 the n-th item.
+Records = Sequence[tuple[int, Any]]
+
+
+def feed_document(adapter: Adapter, ref: SessionRef, replay: Records, keep: Records,
+                  ctx: Context | None = None) -> Parsed:
+    """Feed ``replay`` then ``keep`` to a fresh parser; keep only what ``keep`` emits.
+
+    ``replay`` is what an earlier import already turned into events (its events are discarded:
+    it only rebuilds the parser's state), ``keep`` what is new.
+    """
+    parsed = Parsed(ref=ref, end_offset=max((n for n, _ in [*replay, *keep]), default=0))
+    parser = adapter.parser(ref, ctx or memory_context())
+    for records, kept in ((replay, False), (keep, True)):
+        for n, record in records:
+            events = parser.feed(record, LineRef(number=n, offset=0))
+            _learn(parsed, events)
+            if kept:
+                parsed.events.extend(events)
+                parsed.lines_read += n > 0
+    return parsed
+
+
+def parse_document(adapter: DocumentAdapter, path: Path, data: bytes,
+                   ctx: Context | None = None) -> Parsed:
+    """Decode a whole document and feed all of it; an undecodable one is one rejection."""
+    value = decode_document(data)
+    if isinstance(value, Undecodable):
+        end = data.find(b"\n", value.offset)
+        raw = data[value.offset:end if end >= 0 else len(data)]
+        return Parsed(ref=adapter.identify_partial(path, data),
+                      rejected=[(LineRef(value.line, value.offset), Rejected(value.reason, raw))])
+    ref = adapter.identify(path, value)
+    if ref is None:
+        return Parsed(ref=None)
+    header, items = adapter.split(value)
+    return feed_document(adapter, ref, [], [(0, header), *enumerate(items, 1)], ctx)

@@ -1,0 +1,761 @@
+"""Search index: a whoosh (BM25F) index of traces, one document per step and one per trace.
+
+The build folder holds two things:
+
+- ``state.sqlite``, the *side tables*: what the index is made of, accumulated from the events
+  (session facts, step text, tool calls, results, skills, patches, anchors) plus ``dirty``, the
+  units whose documents must be (re)written. Step text grows with ``StepExtended`` and results
+  arrive after their calls, so documents are rendered from these rows, never from one event.
+- ``whoosh/``, the index itself. Documents are keyed by ``unit_id`` (``<trace_id>`` for the
+  trace document, ``<trace_id>:<step_index>`` for a step).
+
+A unit is written by :meth:`SearchIndex.finish` (or earlier, once :data:`FLUSH_UNITS` units are
+dirty) with one whoosh writer: ``update_document`` by ``unit_id``, or delete-by-trace then add
+when the trace's inherited facets changed or its transcript was read again from the start.
+
+Invariants:
+- Only events are read (never another projection). ``SourceSegmentRead`` at offset 0 with a
+  higher generation drops the trace's steps, calls, results and skills, as in the traces view.
+- Two positions are kept in ``meta``: ``position`` (side tables applied, committed with the
+  rows) and ``indexed`` (the whoosh index holds every document of the side tables up to there,
+  recorded only after the whoosh commit). :meth:`position` answers ``indexed``, so after a crash
+  between the two the runner feeds the events again; the side tables skip them and the dirty
+  units are written again (keyed updates, so nothing is doubled).
+- :meth:`digest` is blake3 over the side tables (documents are a pure function of them), not
+  over whoosh's segment files, so rebuilds compare equal.
+- Reading opens the side file and the whoosh folder read-only; only the runner writes, never
+  through an ``AsyncWriter``. The side file uses a rollback journal (not WAL), so a read-only
+  open creates no ``-wal``/``-shm`` files beside it.
+- whoosh is imported lazily (CLI start-up budget).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import blake3
+
+from opentraces import events as ev
+from opentraces.events import Recorded
+from opentraces.projections.base import STATE_FILE, Handler, SqlProjection
+from opentraces.projections.bucket_manifest import project_slug
+
+INDEX_DIR = "whoosh"
+
+#: Caps on what one document holds: enough to find a step, not the whole transcript.
+TEXT_CHARS = 8000  # a step's prompt or agent text
+OUTPUT_CHARS = 2000  # one tool result
+STEP_OUTPUT_CHARS = 6000  # all results of one step
+ERROR_CHARS = 1000  # one failed result's text
+COMMAND_CHARS = 1000  # one tool call's command, pattern or query
+TASK_CHARS = 2000  # the first prompt, in the trace document
+SUMMARY_CHARS = 240
+TITLE_CHARS = 80
+PATHS_PER_CALL = 20
+
+#: Write and commit once this many units are dirty (bounds memory on a long catch-up).
+FLUSH_UNITS = 20000
+WRITER_LIMIT_MB = 256
+
+#: ``dirty.step_index`` for the trace document only, and for every unit of the trace.
+TRACE_DOC = -1
+WHOLE_TRACE = -2
+
+#: Searchable text fields and their BM25F boosts.
+TEXT_FIELDS: dict[str, float] = {
+    "title": 3.0, "prompt": 2.0, "text": 1.0, "commands": 1.5, "paths": 1.5, "errors": 1.5,
+    "output": 0.5,
+}
+#: Facet fields (KEYWORD, comma separated); the case-sensitive ones keep their values as given.
+FACETS = ("agent", "model", "project", "tool", "file", "file_kind", "skill", "outcome",
+          "committed", "date")
+CASE_SENSITIVE_FACETS = ("file", "project")
+
+#: Tool input keys naming a file (always a file) or a path (a file when it has an extension).
+FILE_KEYS = ("file_path", "notebook_path", "filePath", "absolute_path", "target_file",
+             "filename")
+PATH_KEYS = ("path", "dir_path", "directory", "cwd", "workdir")
+LIST_KEYS = ("paths", "file_paths")
+COMMAND_KEYS = ("command", "cmd", "script", "pattern", "query", "url", "description", "skill",
+                "args")
+PATCH_KEYS = ("patch", "input")
+
+LANGUAGES = {
+    "py": "python", "pyi": "python", "ts": "typescript", "tsx": "typescript",
+    "js": "javascript", "jsx": "javascript", "mjs": "javascript", "rs": "rust", "go": "go",
+    "rb": "ruby", "java": "java", "kt": "kotlin", "swift": "swift", "c": "c", "h": "c",
+    "cc": "cpp", "cpp": "cpp", "hpp": "cpp", "cs": "csharp", "ex": "elixir", "exs": "elixir",
+    "heex": "elixir", "md": "markdown", "json": "json", "yaml": "yaml", "yml": "yaml",
+    "toml": "toml", "sh": "shell", "bash": "shell", "zsh": "shell", "sql": "sql",
+    "html": "html", "css": "css", "scss": "css", "php": "php", "lua": "lua",
+}
+
+_PATCH_TARGET = re.compile(r"^\*\*\* (?:(?:Add|Update|Delete) File|Move to): (.+)$|^\+\+\+ b/(.+)$",
+                           re.MULTILINE)
+_URL = re.compile(r"\w+://\S+")
+_TOKEN = re.compile(r"[\w@~+./-]+")
+_FILE_LIKE = re.compile(r"[\w@~+./-]*[\w-]\.[A-Za-z][A-Za-z0-9]{0,7}")
+_EXTENSION = re.compile(r"\.([A-Za-z][A-Za-z0-9]{0,7})$")
+
+
+def _trace_of(rec: Recorded) -> str | None:
+    kind, _, key = rec.stream.partition(":")
+    return key if kind == "trace" and key else None
+
+
+def _first_line(text: str, chars: int) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()[:chars]
+    return ""
+
+
+def _facet(values: Sequence[str]) -> str:
+    """Facet values as one KEYWORD string: sorted, unique, commas (the separator) removed."""
+    return ",".join(sorted({v.replace(",", ";").strip() for v in values if v and v.strip()}))
+
+
+def epoch(at: str | None) -> int | None:
+    """Seconds since 1970 (UTC) of an ISO timestamp; naive times are taken as UTC."""
+    if not at:
+        return None
+    try:
+        moment = datetime.fromisoformat(at.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+def _day(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d")
+
+
+def file_kinds(path: str) -> list[str]:
+    """A file's extension and, when known, its language (``["py", "python"]``)."""
+    m = _EXTENSION.search(path.rsplit("/", 1)[-1])
+    if not m:
+        return []
+    ext = m.group(1).lower()
+    return [ext, LANGUAGES[ext]] if ext in LANGUAGES else [ext]
+
+
+def paths_in_command(command: str) -> list[str]:
+    """Tokens of a shell command that look like file names (``src/app.py``, ``README.md``)."""
+    command = _URL.sub(" ", command)
+    try:
+        words = shlex.split(command, posix=True)
+    except ValueError:
+        words = command.split()
+    found: list[str] = []
+    for word in words:
+        for token in _TOKEN.findall(word):
+            if not token.startswith("-") and _FILE_LIKE.fullmatch(token):
+                found.append(token)
+    return list(dict.fromkeys(found))[:PATHS_PER_CALL]
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def call_facts(call: ev.ToolCall) -> tuple[str, list[str], list[str]]:
+    """(command text, file paths, other paths) named by one tool call's input."""
+    inp = call.input
+    commands: list[str] = []
+    files: list[str] = []
+    others: list[str] = []
+    for key in COMMAND_KEYS:
+        for text in _strings(inp.get(key)):
+            commands.append(text)
+    shell = " ".join(" ".join(_strings(inp.get(k))) for k in ("command", "cmd", "script"))
+    if shell.strip():
+        files += paths_in_command(shell)
+    for key in FILE_KEYS:
+        files += _strings(inp.get(key))
+    for key in LIST_KEYS:
+        files += _strings(inp.get(key))
+    for key in PATH_KEYS:
+        for path in _strings(inp.get(key)):
+            (files if file_kinds(path) else others).append(path)
+    for key in PATCH_KEYS:
+        for text in _strings(inp.get(key)):
+            files += [a or b for a, b in _PATCH_TARGET.findall(text)]
+    files = [f.strip() for f in files if f.strip()]
+    command = " ".join(commands)[:COMMAND_CHARS]
+    return (command, list(dict.fromkeys(files))[:PATHS_PER_CALL],
+            list(dict.fromkeys(o for o in others if o.strip()))[:PATHS_PER_CALL])
+
+
+def relative(path: str, cwd: str | None) -> str:
+    """``path`` relative to the session's folder when inside it (one name per file)."""
+    if cwd and path.startswith(cwd.rstrip("/") + "/"):
+        return path[len(cwd.rstrip("/")) + 1:]
+    return path
+
+
+def schema() -> Any:
+    """The whoosh schema (built on demand: whoosh is imported lazily)."""
+    from whoosh import analysis, fields
+
+    words = analysis.StemmingAnalyzer(stoplist=analysis.STOP_WORDS, minsize=1)
+    plain = analysis.RegexTokenizer(r"\w+(\.?\w+)*") | analysis.LowercaseFilter()
+    parts = analysis.RegexTokenizer(r"[^/\\\s:'\"]+") | analysis.LowercaseFilter()
+    analyzers = {"title": words, "prompt": words, "text": words, "errors": words,
+                 "commands": plain, "output": plain, "paths": parts}
+    spec: dict[str, Any] = {
+        "unit_id": fields.ID(stored=True, unique=True, sortable=True),
+        "trace_id": fields.ID(stored=True, sortable=True),
+        "unit": fields.ID(),
+        "cwd": fields.ID(),
+        "time": fields.NUMERIC(int, bits=64, signed=True, sortable=True, stored=True),
+        "card": fields.STORED(),
+    }
+    for name, boost in TEXT_FIELDS.items():
+        spec[name] = fields.TEXT(analyzer=analyzers[name], field_boost=boost)
+    for name in FACETS:
+        spec[name] = fields.KEYWORD(commas=True, scorable=False,
+                                    lowercase=name not in CASE_SENSITIVE_FACETS)
+    return fields.Schema(**spec)
+
+
+# ---------------------------------------------------------------------------------------------
+# Documents, rendered from the side tables of one trace
+
+
+@dataclass
+class _Step:
+    role: str = "agent"
+    at: str | None = None
+    model: str | None = None
+    text: list[str] = field(default_factory=list)
+    tools: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    other_paths: list[str] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)  # call id -> first non-empty output
+    failed: dict[str, str] = field(default_factory=dict)  # call id -> error text
+    skills: list[str] = field(default_factory=list)
+
+    def indexable(self) -> bool:
+        """Whether the step has anything to find (else it gets no document)."""
+        return bool("".join(self.text).strip() or self.tools or self.outputs or self.failed
+                    or self.skills or self.files)
+
+
+@dataclass
+class _Trace:
+    head: dict[str, Any]
+    steps: dict[int, _Step]
+
+    @classmethod
+    def read(cls, conn: sqlite3.Connection, trace_id: str) -> _Trace:
+        q = (trace_id,)
+        cur = conn.execute("SELECT * FROM traces WHERE trace_id = ?", q)
+        names = [d[0] for d in cur.description]
+        row = cur.fetchone()
+        head = dict(zip(names, row, strict=True)) if row else {"trace_id": trace_id}
+        steps: dict[int, _Step] = {}
+        for index, role, at, model in conn.execute(
+                "SELECT step_index, role, at, model FROM steps WHERE trace_id = ? "
+                "ORDER BY step_index", q):
+            steps[index] = _Step(role=role, at=at, model=model)
+        for index, body in conn.execute(
+                "SELECT step_index, body FROM texts WHERE trace_id = ? ORDER BY position", q):
+            steps.setdefault(index, _Step()).text.append(body)
+        for index, tool, command, files, others in conn.execute(
+                "SELECT step_index, tool_name, command, files, others FROM calls "
+                "WHERE trace_id = ? ORDER BY position, seq", q):
+            step = steps.setdefault(index, _Step())
+            step.tools.append(tool)
+            if command:
+                step.commands.append(f"{tool} {command}")
+            step.files += [f for f in files.split("\n") if f]
+            step.other_paths += [p for p in others.split("\n") if p]
+        for index, call_id, output, is_error in conn.execute(
+                "SELECT step_index, tool_call_id, output, is_error FROM results "
+                "WHERE trace_id = ? ORDER BY position", q):
+            step = steps.setdefault(index, _Step())
+            if output and call_id not in step.outputs:
+                step.outputs[call_id] = output
+            if is_error:
+                step.failed[call_id] = step.failed.get(call_id) or output[:ERROR_CHARS]
+        for index, path in conn.execute(
+                "SELECT step_index, path FROM patches WHERE trace_id = ? ORDER BY position", q):
+            steps.setdefault(index, _Step()).files.append(path)
+        for index, skill in conn.execute(
+                "SELECT step_index, skill FROM skills WHERE trace_id = ? ORDER BY position", q):
+            steps.setdefault(index, _Step()).skills.append(skill)
+        committed = conn.execute(
+            "SELECT 1 FROM anchors a JOIN patches p ON p.patch_id = a.patch_id "
+            "WHERE a.trace_id = ? AND p.trace_id = ? LIMIT 1", (trace_id, trace_id)).fetchone()
+        head["committed"] = committed is not None
+        return cls(head=head, steps=steps)
+
+    # -- trace-level facts every document carries -------------------------------------------
+
+    def task(self) -> str:
+        for step in self.steps.values():
+            if step.role == "user" and "".join(step.text).strip():
+                return "".join(step.text)[:TASK_CHARS]
+        return ""
+
+    def title(self) -> str:
+        return (self.head.get("title") or _first_line(self.task(), TITLE_CHARS)
+                or self.head.get("session_id") or self.head["trace_id"])
+
+    def model(self) -> str | None:
+        return self.head.get("model") or next(
+            (s.model for s in self.steps.values() if s.role == "agent" and s.model), None)
+
+    def inherited(self) -> dict[str, Any]:
+        """What every step document of the trace repeats; a change rewrites them all."""
+        return {"agent": self.head.get("agent") or "unknown", "model": self.model() or "",
+                "project": project_slug(self.head.get("project") or self.head.get("cwd")) or "",
+                "cwd": self.head.get("cwd") or "", "committed": self.head["committed"],
+                "title": self.title()}
+
+    def key(self) -> str:
+        inherited = self.inherited()
+        return blake3.blake3(repr(sorted(inherited.items())).encode()).hexdigest()[:32]
+
+    # -- documents ---------------------------------------------------------------------------
+
+    def step_doc(self, index: int, base: dict[str, Any]) -> dict[str, Any] | None:
+        step = self.steps[index]
+        text = "".join(step.text)[:TEXT_CHARS]
+        if not step.indexable():
+            return None
+        outputs = "\n".join(step.outputs.values())[:STEP_OUTPUT_CHARS]
+        errors = "\n".join(e for e in step.failed.values() if e)
+        cwd = base["cwd"] or None
+        files = list(dict.fromkeys(relative(f, cwd) for f in step.files))
+        seconds = epoch(step.at)
+        tools = list(dict.fromkeys(step.tools))
+        headline = (_first_line(text, SUMMARY_CHARS) or "; ".join(step.commands)[:SUMMARY_CHARS]
+                    or ", ".join(tools))
+        summary = (text.strip() or "\n".join(step.commands) or outputs)[:SUMMARY_CHARS]
+        doc = self._doc(f"{self.head['trace_id']}:{index}", "step", base, seconds)
+        doc |= {
+            "prompt" if step.role == "user" else "text": text,
+            "commands": "\n".join([*tools, *step.commands]),
+            "paths": "\n".join([*files, *step.other_paths]),
+            "errors": errors, "output": outputs,
+            "model": _facet([step.model or base["model"]]),
+            "tool": _facet(tools), "file": _facet(files),
+            "file_kind": _facet([k for f in files for k in file_kinds(f)]),
+            "skill": _facet(step.skills), "outcome": "error" if step.failed else "ok",
+            "date": _day(seconds) if seconds is not None else "",
+        }
+        doc["card"] = self._card(base, index=index, role=step.role, headline=headline,
+                                 summary=summary, files=files, skills=step.skills, doc=doc)
+        return doc
+
+    def trace_doc(self, base: dict[str, Any]) -> dict[str, Any]:
+        cwd = base["cwd"] or None
+        steps = self.steps.values()
+        files = list(dict.fromkeys(relative(f, cwd) for s in steps for f in s.files))
+        skills = list(dict.fromkeys(k for s in steps for k in s.skills))
+        times = [t for t in (epoch(s.at) for s in steps) if t is not None]
+        started = epoch(self.head.get("started_at"))
+        if started is not None:
+            times.append(started)
+        task = self.task()
+        doc = self._doc(self.head["trace_id"], "trace", base, max(times) if times else None)
+        doc |= {
+            "title": base["title"], "prompt": task, "paths": "\n".join(files),
+            "model": _facet([base["model"], *(s.model or "" for s in steps)]),
+            "tool": _facet([t for s in steps for t in s.tools]), "file": _facet(files),
+            "file_kind": _facet([k for f in files for k in file_kinds(f)]),
+            "skill": _facet(skills),
+            "outcome": "error" if any(s.failed for s in steps) else "ok",
+            "date": _facet([_day(t) for t in times]),
+        }
+        doc["card"] = self._card(base, index=None, role=None, headline=base["title"],
+                                 summary=task[:SUMMARY_CHARS], files=files, skills=skills,
+                                 doc=doc, steps=len(self.steps))
+        return doc
+
+    def _doc(self, unit_id: str, unit: str, base: dict[str, Any],
+             seconds: int | None) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "unit_id": unit_id, "trace_id": self.head["trace_id"], "unit": unit,
+            "agent": _facet([base["agent"]]), "project": _facet([base["project"]]),
+            "committed": "true" if base["committed"] else "false",
+        }
+        if base["cwd"]:
+            doc["cwd"] = base["cwd"]
+        if seconds is not None:
+            doc["time"] = seconds
+        return doc
+
+    def _card(self, base: dict[str, Any], *, index: int | None, role: str | None,
+              headline: str, summary: str, files: list[str], skills: list[str],
+              doc: dict[str, Any], steps: int | None = None) -> dict[str, Any]:
+        """What a query answer shows for the unit, stored with the document."""
+        facets = {name: doc[name] for name in ("agent", "model", "project", "tool",
+                                               "file_kind", "outcome", "committed", "date")}
+        return {"step_index": index, "role": role, "title": base["title"],
+                "headline": headline, "summary": summary, "files": files[:50],
+                "skills": list(dict.fromkeys(skills)), "facets": facets,
+                "session_id": self.head.get("session_id"), "steps": steps,
+                "at": doc.get("time")}
+
+
+# ---------------------------------------------------------------------------------------------
+# The projection
+
+
+class SearchIndex(SqlProjection):
+    name: ClassVar[str] = "search_index"
+    version: ClassVar[int] = 1
+    eager: ClassVar[bool] = False
+    SCHEMA: ClassVar[str] = """
+    CREATE TABLE IF NOT EXISTS traces (
+        trace_id TEXT PRIMARY KEY, session_id TEXT, agent TEXT, model TEXT, project TEXT,
+        cwd TEXT, title TEXT, started_at TEXT);
+    CREATE TABLE IF NOT EXISTS sources (
+        trace_id TEXT NOT NULL, path TEXT NOT NULL, generation INTEGER NOT NULL,
+        PRIMARY KEY (trace_id, path));
+    CREATE TABLE IF NOT EXISTS steps (
+        trace_id TEXT NOT NULL, step_index INTEGER NOT NULL, role TEXT NOT NULL, at TEXT,
+        model TEXT, PRIMARY KEY (trace_id, step_index));
+    CREATE TABLE IF NOT EXISTS texts (
+        position INTEGER PRIMARY KEY, trace_id TEXT NOT NULL, step_index INTEGER NOT NULL,
+        body TEXT NOT NULL);
+    CREATE INDEX IF NOT EXISTS texts_by_trace ON texts (trace_id, position);
+    CREATE TABLE IF NOT EXISTS calls (
+        position INTEGER NOT NULL, seq INTEGER NOT NULL, trace_id TEXT NOT NULL,
+        step_index INTEGER NOT NULL, tool_call_id TEXT NOT NULL, tool_name TEXT NOT NULL,
+        command TEXT NOT NULL, files TEXT NOT NULL, others TEXT NOT NULL,
+        PRIMARY KEY (position, seq));
+    CREATE INDEX IF NOT EXISTS calls_by_trace ON calls (trace_id, position);
+    CREATE TABLE IF NOT EXISTS results (
+        position INTEGER PRIMARY KEY, trace_id TEXT NOT NULL, step_index INTEGER NOT NULL,
+        tool_call_id TEXT NOT NULL, output TEXT NOT NULL, is_error INTEGER NOT NULL);
+    CREATE INDEX IF NOT EXISTS results_by_trace ON results (trace_id, position);
+    CREATE TABLE IF NOT EXISTS skills (
+        position INTEGER PRIMARY KEY, trace_id TEXT NOT NULL, step_index INTEGER NOT NULL,
+        skill TEXT NOT NULL, at TEXT);
+    CREATE INDEX IF NOT EXISTS skills_by_trace ON skills (trace_id, position);
+    CREATE TABLE IF NOT EXISTS patches (
+        patch_id TEXT PRIMARY KEY, position INTEGER NOT NULL, trace_id TEXT NOT NULL,
+        step_index INTEGER NOT NULL, path TEXT NOT NULL);
+    CREATE INDEX IF NOT EXISTS patches_by_trace ON patches (trace_id, position);
+    CREATE TABLE IF NOT EXISTS anchors (
+        anchor_id TEXT PRIMARY KEY, patch_id TEXT NOT NULL, trace_id TEXT NOT NULL);
+    CREATE INDEX IF NOT EXISTS anchors_by_trace ON anchors (trace_id);
+    CREATE TABLE IF NOT EXISTS documents (
+        trace_id TEXT PRIMARY KEY, inherited TEXT NOT NULL, units INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS dirty (
+        trace_id TEXT NOT NULL, step_index INTEGER NOT NULL, PRIMARY KEY (trace_id, step_index));
+    """
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.index_dir = directory / INDEX_DIR
+        self._indexed: int | None = None
+
+    def handlers(self) -> dict[type[ev.Event], Handler]:
+        capture = {
+            ev.SessionStarted: self._started, ev.SessionInfo: self._info,
+            ev.SourceSegmentRead: self._segment, ev.StepRecorded: self._step,
+            ev.StepExtended: self._extended, ev.ToolResultRecorded: self._result,
+            ev.SkillInvoked: self._skill,
+        }
+        wrapped: dict[type[ev.Event], Handler] = {t: _in_trace_stream(h)
+                                                   for t, h in capture.items()}
+        wrapped[ev.PatchRecorded] = self._patch
+        wrapped[ev.AnchorRecorded] = self._anchor
+        return wrapped
+
+    # -- positions: side tables vs. whoosh ----------------------------------------------------
+
+    def position(self) -> int:
+        """The last event whose documents the whoosh index holds."""
+        if self._indexed is None:
+            self._indexed = int(self._meta().get("indexed", 0))
+        return self._indexed
+
+    def apply_page(self, records: Sequence[Recorded]) -> int:
+        indexed = self.position()
+        fresh = sum(1 for r in records if (r.position or 0) > indexed)
+        super().apply_page(records)
+        with self._writer() as conn:
+            (dirty,) = conn.execute("SELECT count(*) FROM dirty").fetchone()
+        if dirty >= FLUSH_UNITS:
+            self._flush()
+        # Events the side tables had already applied still count: their documents may be
+        # unwritten (a crash before the whoosh commit), and finish() writes them.
+        return fresh
+
+    def finish(self) -> None:
+        self._flush()
+
+    # -- handlers (side tables) ---------------------------------------------------------------
+
+    @staticmethod
+    def _mark(conn: sqlite3.Connection, trace_id: str, step_index: int) -> None:
+        conn.execute("INSERT OR IGNORE INTO dirty VALUES (?, ?)", (trace_id, step_index))
+
+    def _header(self, conn: sqlite3.Connection, trace_id: str) -> None:
+        conn.execute("INSERT OR IGNORE INTO traces (trace_id) VALUES (?)", (trace_id,))
+        self._mark(conn, trace_id, TRACE_DOC)
+
+    def _started(self, conn: sqlite3.Connection, rec: Recorded, trace_id: str) -> None:
+        e: ev.SessionStarted = rec.event  # type: ignore[assignment]
+        self._header(conn, trace_id)
+        conn.execute(
+            "UPDATE traces SET session_id = ?, agent = ?, model = coalesce(?, model), "
+            "project = coalesce(?, project), cwd = coalesce(?, cwd), "
+            "title = coalesce(?, title), started_at = coalesce(?, started_at) "
+            "WHERE trace_id = ?",
+            (e.session_id, e.agent.name, e.agent.model, e.project, e.cwd, e.title, e.at,
+             trace_id))
+
+    def _info(self, conn: sqlite3.Connection, rec: Recorded, trace_id: str) -> None:
+        e: ev.SessionInfo = rec.event  # type: ignore[assignment]
+        self._header(conn, trace_id)
+        conn.execute(
+            "UPDATE traces SET cwd = coalesce(?, cwd), model = coalesce(?, model), "
+            "title = coalesce(?, title) WHERE trace_id = ?",
+            (e.cwd, e.model, e.title, trace_id))
+
+    def _segment(self, conn: sqlite3.Connection, rec: Recorded, trace_id: str) -> None:
+        e: ev.SourceSegmentRead = rec.event  # type: ignore[assignment]
+        row = conn.execute("SELECT generation FROM sources WHERE trace_id = ? AND path = ?",
+                           (trace_id, e.path)).fetchone()
+        if row is not None and e.start_offset == 0 and e.generation > row[0]:
+            for table in ("steps", "texts", "calls", "results", "skills"):
+                conn.execute(f"DELETE FROM {table} WHERE trace_id = ?", (trace_id,))
+            self._header(conn, trace_id)
+            self._mark(conn, trace_id, WHOLE_TRACE)
+        conn.execute(
+            "INSERT INTO sources VALUES (?, ?, ?) ON CONFLICT (trace_id, path) DO UPDATE "
+            "SET generation = max(generation, excluded.generation)",
+            (trace_id, e.path, e.generation))
+
+    def _step(self, conn: sqlite3.Connection, rec: Recorded, trace_id: str) -> None:
+        e: ev.StepRecorded = rec.event  # type: ignore[assignment]
+        self._header(conn, trace_id)
+        conn.execute("INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?)",
+                     (trace_id, e.step_index, e.role, e.at, e.model))
+        self._add(conn, rec, trace_id, e.step_index, e.content, e.tool_calls)
+
+    def _extended(self, conn: sqlite3.Connection, rec: Recorded, trace_id: str) -> None:
+        e: ev.StepExtended = rec.event  # type: ignore[assignment]
+        self._header(conn, trace_id)
+        # Only agent responses are extended; a lost first line still leaves an agent step.
+        conn.execute("INSERT OR IGNORE INTO steps VALUES (?, ?, 'agent', ?, NULL)",
+                     (trace_id, e.step_index, e.at))
+        self._add(conn, rec, trace_id, e.step_index, e.content, e.tool_calls)
+
+    def _add(self, conn: sqlite3.Connection, rec: Recorded, trace_id: str, step_index: int,
+             content: str, calls: Sequence[ev.ToolCall]) -> None:
+        self._mark(conn, trace_id, step_index)
+        if content:
+            conn.execute("INSERT OR REPLACE INTO texts VALUES (?, ?, ?, ?)",
+                         (rec.position, trace_id, step_index, content[:TEXT_CHARS]))
+        for seq, call in enumerate(calls):
+            command, files, others = call_facts(call)
+            conn.execute("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (rec.position, seq, trace_id, step_index, call.tool_call_id,
+                          call.tool_name, command, "\n".join(files), "\n".join(others)))
+
+    def _result(self, conn: sqlite3.Connection, rec: Recorded, trace_id: str) -> None:
+        e: ev.ToolResultRecorded = rec.event  # type: ignore[assignment]
+        if not (e.content or e.is_error):
+            return
+        self._header(conn, trace_id)
+        self._mark(conn, trace_id, e.step_index)
+        conn.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
+                     (rec.position, trace_id, e.step_index, e.tool_call_id,
+                      e.content[:OUTPUT_CHARS], int(e.is_error)))
+
+    def _skill(self, conn: sqlite3.Connection, rec: Recorded, trace_id: str) -> None:
+        e: ev.SkillInvoked = rec.event  # type: ignore[assignment]
+        self._header(conn, trace_id)
+        self._mark(conn, trace_id, e.step_index)
+        conn.execute("INSERT OR REPLACE INTO skills VALUES (?, ?, ?, ?, ?)",
+                     (rec.position, trace_id, e.step_index, e.skill, e.at))
+
+    def _patch(self, conn: sqlite3.Connection, rec: Recorded) -> None:
+        e: ev.PatchRecorded = rec.event  # type: ignore[assignment]
+        self._header(conn, e.trace_id)
+        self._mark(conn, e.trace_id, e.step_index)
+        conn.execute("INSERT OR REPLACE INTO patches VALUES (?, ?, ?, ?, ?)",
+                     (e.patch_id, rec.position, e.trace_id, e.step_index, e.path))
+
+    def _anchor(self, conn: sqlite3.Connection, rec: Recorded) -> None:
+        e: ev.AnchorRecorded = rec.event  # type: ignore[assignment]
+        conn.execute("INSERT OR REPLACE INTO anchors VALUES (?, ?, ?)",
+                     (e.anchor_id, e.patch_id, e.trace_id))
+        # `committed` may have flipped; the flush compares the inherited facts.
+        self._mark(conn, e.trace_id, TRACE_DOC)
+
+    # -- writing documents --------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Write every dirty unit with one whoosh writer, commit, then record ``indexed``."""
+        with self._writer() as conn:
+            dirty: dict[str, set[int]] = {}
+            for trace_id, step_index in conn.execute(
+                    "SELECT trace_id, step_index FROM dirty ORDER BY trace_id, step_index"):
+                dirty.setdefault(trace_id, set()).add(step_index)
+            (side_position,) = conn.execute(
+                "SELECT coalesce((SELECT value FROM meta WHERE key = 'position'), 0)").fetchone()
+            ix = self._open_for_writing()
+            if dirty:
+                self._write(conn, ix, dirty)
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("DELETE FROM dirty")
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('indexed', ?)",
+                         (str(side_position),))
+            conn.execute("COMMIT")
+        self._indexed = int(side_position)
+
+    def _write(self, conn: sqlite3.Connection, ix: Any, dirty: dict[str, set[int]]) -> None:
+        empty = ix.doc_count_all() == 0
+        writer = ix.writer(limitmb=WRITER_LIMIT_MB)
+        stored = dict(conn.execute("SELECT trace_id, inherited FROM documents"))
+        counts: list[tuple[str, str, int]] = []
+        try:
+            for trace_id in sorted(dirty):
+                trace = _Trace.read(conn, trace_id)
+                key = trace.key()
+                whole = empty or WHOLE_TRACE in dirty[trace_id] or stored.get(trace_id) != key
+                base = trace.inherited()
+                indexes = sorted(trace.steps) if whole else sorted(
+                    i for i in dirty[trace_id] if i in trace.steps)
+                docs = [d for i in indexes if (d := trace.step_doc(i, base)) is not None]
+                docs.append(trace.trace_doc(base))
+                if whole and not empty:
+                    writer.delete_by_term("trace_id", trace_id)
+                for doc in docs:
+                    if whole:
+                        writer.add_document(**doc)
+                    else:
+                        writer.update_document(**doc)
+                counts.append((trace_id, key, 1 + sum(s.indexable() for s in trace.steps.values())))
+            writer.commit()
+        except BaseException:
+            writer.cancel()
+            raise
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("INSERT OR REPLACE INTO documents VALUES (?, ?, ?)", counts)
+        conn.execute("COMMIT")
+
+    def _open_for_writing(self) -> Any:
+        from whoosh import index
+
+        if index.exists_in(self.index_dir):
+            return index.open_dir(self.index_dir)
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        return index.create_in(self.index_dir, schema())
+
+    @contextmanager
+    def _writer(self) -> Iterator[sqlite3.Connection]:
+        # As SqlProjection's, with a rollback journal: a read-only open of a WAL file creates
+        # -wal/-shm files, and read commands must not change the build folder.
+        if self._conn is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=60)
+            try:
+                conn.execute("PRAGMA journal_mode=DELETE")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript("CREATE TABLE IF NOT EXISTS meta "
+                                   "(key TEXT PRIMARY KEY, value TEXT NOT NULL);" + self.SCHEMA)
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('version', ?)",
+                             (str(self.version),))
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('name', ?)", (self.name,))
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        yield self._conn
+
+    # -- checks and reading -------------------------------------------------------------------
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        if found:
+            return found
+        try:
+            ix = self.open_index()
+        except Exception as e:  # whoosh raises many kinds on a damaged folder
+            return [f"{self.name}: {self.index_dir} cannot be opened ({e})"]
+        if ix is None:
+            return [f"{self.name}: {self.index_dir} is missing"]
+        with self.reader() as conn:
+            (expected,) = conn.execute(
+                "SELECT coalesce(sum(units), 0) FROM documents").fetchone()
+            (dirty,) = conn.execute("SELECT count(*) FROM dirty").fetchone()
+        if dirty:
+            return [f"{self.name}: {dirty} units were never written to the index"]
+        if ix.doc_count() != expected:
+            return [f"{self.name}: the index holds {ix.doc_count()} documents, "
+                    f"the side tables {expected}"]
+        return []
+
+    def open_index(self) -> Any:
+        """The whoosh index, opened read-only, or None when it was never written."""
+        from whoosh import index
+
+        if not index.exists_in(self.index_dir):
+            return None
+        return index.open_dir(self.index_dir, readonly=True)
+
+    def built_at(self) -> str | None:
+        """When the index was last committed (the newest table of contents), ISO UTC."""
+        tocs = list(self.index_dir.glob("*.toc"))
+        if not tocs:
+            return None
+        moment = max(p.stat().st_mtime for p in tocs)
+        return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def bytes_on_disk(self) -> int:
+        files = [self.path, *self.index_dir.glob("*")] if self.index_dir.exists() else \
+            [self.path]
+        return sum(p.stat().st_size for p in files if p.is_file())
+
+    def skills(self, skill: str | None = None) -> list[dict[str, Any]]:
+        """Observed skills: invocations, distinct traces, last use, most recent traces."""
+        if not self.path.exists():
+            return []
+        where, args = ("WHERE lower(skill) = lower(?)", (skill,)) if skill else ("", ())
+        with self.reader() as conn:
+            rows = conn.execute(
+                f"SELECT skill, count(*), count(DISTINCT trace_id), max(at) FROM skills {where} "
+                "GROUP BY skill ORDER BY count(*) DESC, skill", args).fetchall()
+            out = []
+            for name, invocations, traces, last_seen in rows:
+                recent = [t for (t,) in conn.execute(
+                    "SELECT trace_id FROM skills WHERE skill = ? GROUP BY trace_id "
+                    "ORDER BY max(coalesce(at, '')) DESC, trace_id LIMIT 5", (name,))]
+                out.append({"skill": name, "invocations": invocations, "traces": traces,
+                            "last_seen": last_seen, "recent_traces": recent})
+        return out
+
+
+def _in_trace_stream(handler: Any) -> Handler:
+    def apply(conn: sqlite3.Connection, rec: Recorded) -> None:
+        trace_id = _trace_of(rec)
+        if trace_id is not None:
+            handler(conn, rec, trace_id)
+    return apply
+
+
+__all__ = ["FACETS", "STATE_FILE", "TEXT_FIELDS", "SearchIndex", "schema"]
