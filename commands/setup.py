@@ -21,12 +21,18 @@ def setup_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return json_option(func)
 
 
-def run_setup(ctx: click.Context, agent: str, dry_run: bool, remove: bool) -> None:
+def run_setup(ctx: click.Context, agent: str, dry_run: bool, remove: bool,
+              repo: Path | None = None) -> None:
     from opentraces import api
 
-    home = api.settings_from_environment().user_home or Path.home()
-    report = api.setup_agent(agent, home, dry_run=dry_run, remove=remove,
-                             hook_command=api.default_hook_command())
+    if agent == "git":
+        report = api.setup_git(repo or Path.cwd(), dry_run=dry_run, remove=remove)
+        flags = f" --repo {repo}" if repo else ""
+    else:
+        home = api.settings_from_environment().user_home or Path.home()
+        report = api.setup_agent(agent, home, dry_run=dry_run, remove=remove,
+                                 hook_command=api.default_hook_command())
+        flags = ""
     if not report.changed:
         state = "unchanged"
     elif dry_run:
@@ -36,14 +42,14 @@ def run_setup(ctx: click.Context, agent: str, dry_run: bool, remove: bool) -> No
     backup = f" (backup: {report.backup_path})" if report.backup_path else ""
     text = "\n".join([f"{agent}: {report.path} {state}{backup}",
                       *(f"  - {action}" for action in report.actions)])
-    flags = " --remove" if remove else ""
+    flags += " --remove" if remove else ""
     emit(ctx, SCHEMA, api.to_builtins(report), text=text,
          next_command=f"opentraces setup {agent}{flags}" if dry_run and report.changed else None)
 
 
 @click.group()
 def setup() -> None:
-    """Install or remove the capture hooks of each coding agent.
+    """Install or remove the capture hooks of each coding agent (and, optionally, of git).
 
     Each agent's settings are edited in place: your own hooks and settings are kept, the file
     is backed up first, and running the command again changes nothing.
@@ -72,3 +78,17 @@ def setup_codex_cli(ctx: click.Context, dry_run: bool, remove: bool) -> None:
 def setup_pi(ctx: click.Context, dry_run: bool, remove: bool) -> None:
     """Show how Pi sessions are captured; Pi's settings are left untouched."""
     run_setup(ctx, "pi", dry_run, remove)
+
+
+@setup.command("git")
+@click.option("--repo", type=click.Path(file_okay=False, path_type=Path),
+              help="The repository (default: the one around the current folder).")
+@setup_options
+@click.pass_context
+def setup_git(ctx: click.Context, repo: Path | None, dry_run: bool, remove: bool) -> None:
+    """Add a post-commit hook that tells opentraces about each new commit (optional).
+
+    Anchoring commits to sessions then starts right after each commit instead of at the next
+    import. A post-commit hook you already have keeps running first; --remove puts it back.
+    """
+    run_setup(ctx, "git", dry_run, remove, repo)

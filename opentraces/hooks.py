@@ -28,6 +28,9 @@ Invariants:
 - The hook never writes into the agent's transcript, its settings or any ``.git``.
 - On a session-ending event (:data:`IMPORT_TRIGGERS`) it starts the importer as a detached
   process (new session, stdio to /dev/null) and returns without waiting for it.
+- ``opentraces-hook git post-commit`` is the post-commit hook of ``opentraces setup git``
+  (:mod:`opentraces.git_hook`): no payload; the line carries the working folder and the commit
+  from ``OPENTRACES_COMMIT``, and the importer records an anchor search for it.
 
 Spool line (JSON, one per line)::
 
@@ -62,12 +65,18 @@ except ImportError:  # pragma: no cover - Windows: appends still work, without t
 
 #: Agents the hook accepts (their spool file is ``<agent>.jsonl``).
 AGENTS = ("claude-code", "codex-cli", "pi")
+#: Everything that may call the hook: the agents, and the post-commit hook of `setup git`.
+SOURCES = (*AGENTS, "git")
 #: Events after which the importer is started in the background.
 IMPORT_TRIGGERS: dict[str, frozenset[str]] = {
     "claude-code": frozenset({"Stop", "SessionEnd"}),
     "codex-cli": frozenset({"Stop"}),  # Codex has no session-end hook; Stop ends each turn
     "pi": frozenset({"Stop", "SessionEnd", "session_shutdown"}),
+    # the post-commit hook of `opentraces setup git`: the importer records an anchor search
+    "git": frozenset({"post-commit"}),
 }
+#: Where the git post-commit hook passes the new commit's id.
+COMMIT_ENV = "OPENTRACES_COMMIT"
 #: A file with this name in a project folder (or a parent) turns capture off for it.
 EXCLUDE_MARKER = ".opentraces-exclude"
 SPOOL_DIR = "spool"
@@ -115,7 +124,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: BinaryIO | None = None,
     """
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] in (["-h"], ["--help"]):  # a person asking; agents never pass this
-        sys.stderr.write(f"{USAGE}\nAgents: {', '.join(AGENTS)}. Always exits 0.\n")
+        sys.stderr.write(f"{USAGE}\nAgents: {', '.join(SOURCES)}. Always exits 0.\n")
         return 0
     home: Path | None = None
     try:
@@ -138,8 +147,10 @@ def handle(home: Path, args: Sequence[str], payload: bytes,
     if len(args) != 2:
         raise HookError(f"{USAGE}; got {len(args)} arguments")
     agent, event = _clean(args[0])[:64], _clean(args[1])[:64]
-    if agent not in AGENTS:
-        raise HookError(f"unknown agent {agent!r}; known: {', '.join(AGENTS)}")
+    if agent not in SOURCES:
+        raise HookError(f"unknown agent {agent!r}; known: {', '.join(SOURCES)}")
+    if agent == "git":  # git gives a post-commit hook no payload: describe the commit here
+        payload = _encode({"cwd": os.getcwd(), "commit": os.environ.get(COMMIT_ENV, "")})
     problem: HookError | None = None
     line: bytes | None = None
     try:
@@ -426,7 +437,7 @@ def read_spool(home: Path) -> list[dict[str, Any]]:
         return []
     entries: list[dict[str, Any]] = []
     with _spool_lock(spool, shared=True):
-        for agent in AGENTS:
+        for agent in SOURCES:
             try:
                 data = (spool / f"{agent}.jsonl").read_bytes()
             except FileNotFoundError:
@@ -479,7 +490,7 @@ def drain_spool(home: Path, upto_offset: Mapping[str, tuple[int, int]]) -> dict[
         return removed
     with _spool_lock(spool, shared=False):
         for agent, (generation, offset) in sorted(upto_offset.items()):
-            if agent not in AGENTS:
+            if agent not in SOURCES:
                 raise ValueError(f"unknown spool agent {agent!r}")
             path = spool / f"{agent}.jsonl"
             if generation != _generation(spool, agent) or offset <= 0 or not path.exists():
