@@ -683,6 +683,7 @@ from opentraces.enrollment import (  # noqa: E402
     should_capture,
     tracking_mode,
 )
+from opentraces.git_hook import setup_git  # noqa: E402
 
 __all__ += [
     "EnrollResult",
@@ -698,6 +699,7 @@ __all__ += [
     "remove",
     "set_tracking_mode",
     "setup_agent",
+    "setup_git",
     "should_capture",
     "tracking_mode",
 ]
