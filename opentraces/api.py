@@ -661,6 +661,32 @@ __all__ += ["AmbiguousTrace", "TraceNotFound", "TraceView", "trace_get", "trace_
 
 
 # ---------------------------------------------------------------------------------------------
+# Trace Intelligence (defined in opentraces.intel; re-exported here)
+
+# Imported on first use: compiling the detectors' patterns costs ~15 ms, which every command
+# importing this module would otherwise pay.
+_LAZY = {"CONTEXT_WASTE_SCHEMA": ("opentraces.intel", "CONTEXT_WASTE_SCHEMA"),
+         "RUN_INTEL_SCHEMA": ("opentraces.intel", "RUN_INTEL_SCHEMA"),
+         "TRACE_COMPARE_SCHEMA": ("opentraces.intel", "TRACE_COMPARE_SCHEMA"),
+         "context_waste": ("opentraces.intel", "context_waste"),
+         "run_intel": ("opentraces.intel", "run_intel"),
+         "trace_compare": ("opentraces.intel", "compare")}
+
+__all__ += list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module, attr = _LAZY[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
 # Capture settings: tracking mode, enrollment, agent hooks (defined in opentraces.enrollment
 # and opentraces.agent_setup; re-exported here)
 

@@ -41,19 +41,21 @@ from typing import Any
 from opentraces.record import Metrics, Observation, Step, ToolCall, TraceRecord
 
 __all__ = [
-    "COMPARE_SCHEMA",
+    "CONTEXT_WASTE_SCHEMA",
     "RUN_INTEL_SCHEMA",
-    "WASTE_SCHEMA",
+    "TRACE_COMPARE_SCHEMA",
     "compare",
     "context_waste",
     "is_approval",
+    "quality",
     "resteer_lead",
     "run_intel",
+    "shell_command",
 ]
 
-WASTE_SCHEMA = "opentraces.context_waste.v2"
+CONTEXT_WASTE_SCHEMA = "opentraces.context_waste.v2"
 RUN_INTEL_SCHEMA = "opentraces.run_intel.v1"
-COMPARE_SCHEMA = "opentraces.trace_compare.v1"
+TRACE_COMPARE_SCHEMA = "opentraces.trace_compare.v1"
 
 FIDELITY = "record"
 
@@ -95,8 +97,10 @@ READ_PROGRAMS = frozenset({"cat", "nl", "head", "tail", "sed", "less", "more", "
 SEARCH_PROGRAMS = frozenset({"rg", "grep", "egrep", "fgrep", "find", "ag", "ack", "fd"})
 #: Words before the real program of a command.
 COMMAND_PREFIXES = frozenset({"sudo", "time", "env", "nohup", "command", "exec", "xargs"})
-#: Options of head/tail/sed that take a value as the next token.
-VALUE_OPTIONS = frozenset({"-n", "-c", "-e", "-f", "--lines", "--bytes"})
+#: Options of reader programs that take the next token as their value.
+VALUE_OPTIONS = {"head": frozenset({"-n", "-c", "--lines", "--bytes"}),
+                 "tail": frozenset({"-n", "-c", "--lines", "--bytes"}),
+                 "sed": frozenset({"-e", "-f", "--expression", "--file"})}
 
 _PATH_KEYS = ("file_path", "path", "absolute_path", "notebook_path")
 _PATCH_FILE = re.compile(r"^\*\*\* (?:Update|Add|Delete) File: (.+)$", re.MULTILINE)
@@ -204,7 +208,7 @@ class _Segment:
 
 
 _SEPARATORS = frozenset({"&&", "||", ";", "|", "&", "(", ")", "|&", ";;"})
-_REDIRECT = re.compile(r"^\d*[<>]")
+_REDIRECT = re.compile(r"^[<>&|]*[<>][<>&|]*$")
 
 
 def _tokens(command: str) -> list[str]:
@@ -218,10 +222,10 @@ def _tokens(command: str) -> list[str]:
 
 
 def _segments(command: str, cwd: str | None) -> list[_Segment]:
+    """The simple commands of a command line, in order, without their redirections."""
     out: list[_Segment] = []
     words: list[str] = []
-    piped = False
-    skip_next = False
+    piped = skip_next = False
     for token in [*_tokens(command.replace("\n", " ; ")), ";"]:
         if skip_next:
             skip_next = False
@@ -234,9 +238,11 @@ def _segments(command: str, cwd: str | None) -> list[_Segment]:
             words = []
             piped = token in ("|", "|&")
             continue
-        if _REDIRECT.match(token) or token in ("<", ">", ">>", ">&", "<<", "<<<", "&>"):
-            # The redirection's target is a file the command writes or reads as stdin.
-            skip_next = not re.search(r"[<>]&?\S", token) or token.endswith((">", "<", "&"))
+        if _REDIRECT.match(token):
+            # "2>&1" arrives as "2", ">&", "1": drop the descriptor and the target.
+            if words and words[-1].isdigit():
+                words.pop()
+            skip_next = True
             continue
         words.append(token)
     return out
@@ -272,7 +278,7 @@ def _read_paths(program: str, args: tuple[str, ...]) -> list[str]:
         if skip:
             skip = False
             continue
-        if arg in VALUE_OPTIONS and program in ("head", "tail", "sed"):
+        if arg in VALUE_OPTIONS.get(program, ()):
             skip = True
             continue
         if arg.startswith("-"):
@@ -512,8 +518,9 @@ def _repeated_reads(record: TraceRecord, calls: list[_Call]) -> Iterator[dict[st
                 record, "repeated_file_read", path, trigger.step,
                 severity="high" if len(chosen) >= 2 * FILE_READ_MIN else "medium",
                 confidence="medium" if edited else "high",
-                reason=f"{path} was read {len(chosen)} times within "
-                       f"{_span(chosen[0][0], chosen[-1][0])}"
+                reason=f"{path} was read {len(chosen)} times in "
+                       f"{_span(chosen[0][0], chosen[-1][0])} ({FILE_READ_MIN}+ within "
+                       f"{FILE_READ_WINDOW_S // 60} min)"
                        + (f"; it was edited in between (steps {_ranges(edited)})"
                           if edited else ", with no edit in between"),
                 evidence={"path": path, "read_count": len(chosen), "step_indexes": steps,
@@ -536,7 +543,8 @@ def _repeated_searches(record: TraceRecord, calls: list[_Call]) -> Iterator[dict
             record, "repeated_search", chosen[0][0].call.tool_call_id, trigger.step,
             severity="high" if len(chosen) >= 2 * SEARCH_MIN else "medium",
             confidence="high" if repeated else "medium",
-            reason=f"{len(chosen)} searches within {_span(chosen[0][0], chosen[-1][0])}"
+            reason=f"{len(chosen)} searches in {_span(chosen[0][0], chosen[-1][0])} "
+                   f"({SEARCH_MIN}+ within {SEARCH_WINDOW_S // 60} min)"
                    + (f", {len(repeated)} of them repeated verbatim" if repeated else ""),
             evidence={"search_count": len(chosen),
                       "step_indexes": [c.step.step_index for c, _ in chosen],
@@ -598,7 +606,8 @@ _FAILURE_TEXT = [
 #: A tool result that is the user refusing the call, not the tool failing.
 _REJECTION = re.compile(r"^The user doesn't want to (?:proceed with this tool use|take this "
                         r"action)")
-_REJECTION_SAID = re.compile(r"the user said:\s*(.+)", re.DOTALL | re.IGNORECASE)
+_REJECTION_SAID = re.compile(r"(?:the user said|the following reason for the rejection):\s*(.+)",
+                             re.DOTALL | re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -913,12 +922,12 @@ def _rejections(step: Step) -> Iterator[dict[str, Any]]:
 
 
 def compare(a: TraceRecord, b: TraceRecord, *, no_quality: bool = False,
-            burst_gap: float | None = None) -> dict[str, Any]:
+            burst_gap: int | None = None) -> dict[str, Any]:
     """The ``opentraces.trace_compare.v1`` payload: ``b`` measured against ``a``.
 
     Every ``{a, b, delta}`` triple has ``delta = b - a`` (None when either side is unknown).
-    ``burst_gap`` pins both sides to one gap for burst counting; by default the burst
-    function's own default is used for both.
+    ``burst_gap`` pins both sides to one gap (in steps) for burst counting; by default
+    :data:`opentraces.trace_map.BURST_GAP`.
     """
     intel_a, intel_b = run_intel(a), run_intel(b)
     waste_a, waste_b = context_waste(a), context_waste(b)
@@ -938,6 +947,7 @@ def compare(a: TraceRecord, b: TraceRecord, *, no_quality: bool = False,
     if not no_quality:
         qa, qb = quality(a, intel_a, waste_a), quality(b, intel_b, waste_b)
         delta["quality"] = {k: _triple(qa[k], qb[k]) for k in qa}
+        delta["quality_version"] = QUALITY_VERSION
     return {"trace_a": a.trace_id, "trace_b": b.trace_id,
             "fidelity": {"a": FIDELITY, "b": FIDELITY}, "delta": delta}
 
@@ -959,20 +969,13 @@ def _error_counts(record: TraceRecord) -> dict[str, int]:
             "no_result": sum(1 for o in observations if o.error == "no_result")}
 
 
-def _burst_delta(a: TraceRecord, b: TraceRecord, gap: float | None) -> dict[str, Any]:
-    try:
-        from opentraces.trace_map import bursts
-    except ModuleNotFoundError as e:
-        if e.name != "opentraces.trace_map":
-            raise
-        return {"gap": gap, "a": None, "b": None, "delta": None, "available": False}
-    if gap is None:
-        import inspect
+def _burst_delta(a: TraceRecord, b: TraceRecord, gap: int | None) -> dict[str, Any]:
+    # Imported here: the map module is larger and only compare needs it.
+    from opentraces.trace_map import BURST_GAP, bursts
 
-        gap = inspect.signature(bursts).parameters["gap"].default
-    count_a = len(bursts(a, gap=gap, commit_lookup=False))
-    count_b = len(bursts(b, gap=gap, commit_lookup=False))
-    return {"gap": gap, **_triple(count_a, count_b), "available": True}
+    gap = BURST_GAP if gap is None else gap
+    counts = [len(bursts(r, gap=gap, commit_lookup=False)) for r in (a, b)]
+    return {"gap": gap, **_triple(*counts)}
 
 
 #: Version of the persona score formulas below; bump it when one changes.
@@ -1009,5 +1012,5 @@ def quality(record: TraceRecord, intel: dict[str, Any] | None = None,
     }
     known = [v for v in scores.values() if v is not None]
     scores["overall"] = round(sum(known) / len(known), 1) if known else None
-    return {**scores, "version": QUALITY_VERSION}
+    return scores
 
