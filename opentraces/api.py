@@ -650,22 +650,41 @@ def bucket_prune(target: Settings | Path | Workspace, *, dry_run: bool,
 # Traces (defined in opentraces.tracing; re-exported here)
 
 from opentraces.tracing import (  # noqa: E402
+    LAST,
+    Address,
     AmbiguousTrace,
+    BadAddress,
+    RangeView,
+    StepOutOfRange,
+    StepView,
     TraceNotFound,
     TraceView,
+    parse_address,
+    trace_card,
     trace_get,
+    trace_range,
+    trace_step,
     trace_view,
 )
 
-__all__ += ["AmbiguousTrace", "TraceNotFound", "TraceView", "trace_get", "trace_view"]
+__all__ += [
+    "LAST", "Address", "AmbiguousTrace", "BadAddress", "RangeView",
+    "StepOutOfRange", "StepView", "TraceNotFound", "TraceView", "parse_address",
+    "trace_card", "trace_get", "trace_range", "trace_step", "trace_view",
+]
 
 
 # ---------------------------------------------------------------------------------------------
 # Trace Intelligence (defined in opentraces.intel; re-exported here)
 
-# Imported on first use: compiling the detectors' patterns costs ~15 ms, which every command
-# importing this module would otherwise pay.
-_LAZY = {"CONTEXT_WASTE_SCHEMA": ("opentraces.intel", "CONTEXT_WASTE_SCHEMA"),
+# Imported on first use: compiling the detectors' and the map's patterns costs ~30 ms, which
+# every command importing this module would otherwise pay.
+_LAZY = {"BURST_GAP": ("opentraces.trace_map", "BURST_GAP"),
+         "bursts": ("opentraces.trace_map", "bursts"),
+         "record_card": ("opentraces.trace_map", "record_card"),
+         "trace_map": ("opentraces.trace_map", "trace_map"),
+         "trace_slice": ("opentraces.trace_map", "trace_slice"),
+         "CONTEXT_WASTE_SCHEMA": ("opentraces.intel", "CONTEXT_WASTE_SCHEMA"),
          "RUN_INTEL_SCHEMA": ("opentraces.intel", "RUN_INTEL_SCHEMA"),
          "TRACE_COMPARE_SCHEMA": ("opentraces.intel", "TRACE_COMPARE_SCHEMA"),
          "context_waste": ("opentraces.intel", "context_waste"),

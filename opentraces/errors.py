@@ -6,7 +6,9 @@
     │   ├── UnknownProjection       unknown_projection
     │   ├── ConfigError             config_error
     │   ├── TraceNotFound           trace_not_found      (opentraces.tracing)
-    │   └── AmbiguousTrace          ambiguous_trace      (opentraces.tracing)
+    │   ├── AmbiguousTrace          ambiguous_trace      (opentraces.tracing)
+    │   ├── BadAddress              bad_address          (opentraces.tracing)
+    │   └── StepOutOfRange          step_out_of_range    (opentraces.tracing)
     ├── Refused                     refused         2
     ├── StoreError                  store_error     1
     │   ├── StoreUnavailable        store_unavailable

@@ -23,8 +23,9 @@ which may *read* a Git repository (never write it) when asked to.
   last short instruction (not a question) after the spec and before the burst, or, when the
   user asked for the commit after the edits, the last instruction there that says "commit".
 - **Burst commit**: the modal anchor commit of the burst's patches when the trail anchored any;
-  else, with ``commit_lookup``, the first successful ``git commit`` seen in a tool output from
-  the burst's first step up to the next burst (``[main abc1234] subject``). With a repository
+  else, with ``commit_lookup``, the first commit a successful ``git`` command reported in its
+  output (``[main abc1234] subject``, as ``git commit`` and ``git rebase --continue`` print
+  it) from the burst's first step up to the next burst. With a repository
   (given, or found at the trace's working folder) the short sha is resolved to the full one
   with its message, reading objects only. Without ``commit_lookup`` no repository is opened and
   no output is scanned.
@@ -51,7 +52,6 @@ __all__ = [
     "SLICE_RADIUS",
     "bursts",
     "instructions",
-    "intel_report",
     "record_card",
     "trace_map",
     "trace_slice",
@@ -80,7 +80,7 @@ _NOT_INSTRUCTION = ("<local-command-stdout>", "<local-command-stderr>", "<bash-i
                     "[Request interrupted by user", "Caveat: ", "!")
 _COMMAND_NAME = re.compile(r"<command-name>\s*/?([^<]*?)\s*</command-name>", re.DOTALL)
 _COMMAND_ARGS = re.compile(r"<command-args>(.*?)</command-args>", re.DOTALL)
-_GIT_COMMIT = re.compile(r"\bgit\b[^\n|;&]*?\bcommit\b")
+_GIT = re.compile(r"\bgit\b")
 _COMMIT_LINE = re.compile(r"^\[(?P<branch>[^\]\n]+?) (?:\(root-commit\) )?(?P<sha>[0-9a-f]{7,40})\]"
                           r" (?P<subject>[^\n]*)$", re.MULTILINE)
 _COMMIT_WORD = re.compile(r"\bcommit\b", re.IGNORECASE)
@@ -202,15 +202,15 @@ class _Commit(msgspec.Struct, frozen=True):
 
 
 def commits_seen(record: TraceRecord) -> list[_Commit]:
-    """Successful ``git commit`` runs found in tool outputs, in step order."""
+    """Commits a successful ``git`` command reported (``git commit``, ``git rebase
+    --continue``, ``git cherry-pick``… print ``[branch sha] subject``), in step order."""
     found = []
     for step in record.steps:
         for call in step.tool_calls:
-            if _errored(step, call) or not _GIT_COMMIT.search(_command(call)):
+            if _errored(step, call) or not _GIT.search(_command(call)):
                 continue
-            line = _COMMIT_LINE.search(_output(step, call))
-            if line:
-                found.append(_Commit(step.step_index, line.group("sha"), line.group("subject")))
+            found += [_Commit(step.step_index, m.group("sha"), m.group("subject"))
+                      for m in _COMMIT_LINE.finditer(_output(step, call))]
     return found
 
 
@@ -599,22 +599,3 @@ def _slice(record: TraceRecord, a: int, b: int,
                     commit_sha=burst["burst_commit_sha"])
     return {"slice_id": f"{tid}:{a}-{b}", "start_step_index": a, "end_step_index": b,
             "steps": msgspec.to_builtins(steps), "refs": refs}
-
-
-# ---------------------------------------------------------------------------------------------
-# Trace intelligence
-
-
-def intel_report(record: TraceRecord, kind: str) -> tuple[str, dict[str, Any]]:
-    """``(schema_version, payload)`` of a trace-intelligence view: ``waste`` or ``run_intel``.
-
-    The payload is exactly what :mod:`opentraces.intel` returns, so every command that shows it
-    prints the same bytes.
-    """
-    from opentraces import intel  # only the commands that ask for intelligence load it
-
-    if kind == "waste":
-        return "opentraces.context_waste.v2", intel.context_waste(record)
-    if kind == "run_intel":
-        return "opentraces.run_intel.v1", intel.run_intel(record)
-    raise UsageError(f"unknown trace intelligence view {kind!r}; use 'waste' or 'run_intel'")
