@@ -137,7 +137,13 @@ class SessionInfo(Event, tag="SessionInfo.v1"):
 
 
 class SourceSegmentRead(Event, tag="SourceSegmentRead.v1"):
-    """Bytes ``[start_offset, end_offset)`` of a transcript file were read: complete lines only."""
+    """Bytes ``[start_offset, end_offset)`` of a transcript file were read: complete lines only.
+
+    For a file read as a whole JSON document (``capture.base.DocumentAdapter``) the offsets
+    count the document's items (messages) consumed before and after the read, ``line_count``
+    its text lines, ``raw`` the whole document, ``head_hash`` the consumed items and
+    ``tail_hash`` the document's bytes (see ``capture.importer``).
+    """
 
     kind: ClassVar[str] = "capture"
     path: str

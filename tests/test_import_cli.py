@@ -25,13 +25,13 @@ def run_json(*args: str, code: int = 0) -> dict:
 
 def test_samples_when_the_machine_has_no_history(isolated_home: Path) -> None:
     body = run_json("import", "--samples-when-empty")
-    assert body["samples"] is True and body["traces_created"] == 3
+    assert body["samples"] is True and body["traces_created"] == 4
     assert body["lines_rejected"] == 0
     manifest = run_json("bucket", "manifest")
-    assert sorted(t["agent_name"] for t in manifest["traces"]) == ["claude-code", "codex-cli",
-                                                                    "pi"]
+    assert sorted(t["agent_name"] for t in manifest["traces"]) == [
+        "claude-code", "codex-cli", "gemini-cli", "pi"]
     again = run_json("import", "--samples-when-empty")
-    assert again["events_appended"] == 0 and again["sources_unchanged"] == 3
+    assert again["events_appended"] == 0 and again["sources_unchanged"] == 4
 
 
 def test_standard_folders_are_found_and_samples_not_used(isolated_home: Path) -> None:

@@ -129,8 +129,9 @@ def test_wheel_holds_every_source_module(wheel: Path) -> None:
                 for folder, package in SOURCE_DIRS.items()
                 for path in (REPO / folder).rglob("*.py")}
     assert expected - names == set()
-    samples = {n for n in names if n.startswith("opentraces/samples/") and n.endswith(".jsonl")}
-    assert {n.split("/")[2] for n in samples} == {"claude-code", "codex-cli", "pi"}
+    samples = {n for n in names
+               if n.startswith("opentraces/samples/") and n.endswith((".jsonl", ".json"))}
+    assert {n.split("/")[2] for n in samples} == {"claude-code", "codex-cli", "gemini-cli", "pi"}
 
 
 def test_wheel_declares_both_entry_points(wheel: Path) -> None:

@@ -2,28 +2,32 @@
 
 Which files are captured, and which are not:
 
-- CAPTURED: the JSONL session files (``*.jsonl``; the newer layout): line 1 is a header
-  ``{"sessionId", "projectHash", "startTime", "lastUpdated", "kind"}``, then one message per
-  line, interleaved with ``{"$set": {...}}`` lines that patch the header.
-- CAPTURED: a chat document ``session-*.json`` (``{sessionId, projectHash, startTime,
-  lastUpdated, messages: [...]}``) *only when the whole document is one line ending in a
-  newline*: the importer is line-based, so such a file decodes as one record, whose
-  ``messages`` are expanded into events in order. ``discover`` yields these files; an explicit
-  folder import (which takes ``*.jsonl`` only) does not, but naming the file itself does.
-- NOT CAPTURED: chat documents as Gemini CLI writes them, pretty-printed over many lines
-  (every ``session-*.json`` in the corpus). No single line of them is a JSON value, so reading
-  them line by line would only reject lines; ``discover`` leaves them out and ``identify``
-  never sees a first record. Reading them needs a whole-document reader in the importer
-  (a document is rewritten in place on every message, so it cannot be resumed by byte offset
-  either).
-- NOT CAPTURED: ``logs.json`` (a JSON array of the user prompts only, no responses; its first
-  record is a list, which ``identify`` refuses), and documents without ``sessionId`` and
+- CAPTURED: chat documents ``session-*.json``, as Gemini CLI writes them: ONE JSON document
+  ``{sessionId, projectHash, startTime, lastUpdated, [kind, summary,] messages: [...]}``,
+  indented over many lines (or on one line: the layout does not matter) and rewritten in place
+  on every message. This adapter is a ``base.DocumentAdapter`` (``document_glob = "*.json"``):
+  the importer reads such a file whole, ``split`` gives the header (the document minus
+  ``messages``) and the messages, and the importer checkpoints them by message (growth appends
+  only new messages; the last message revised in place is fed again and extends its step; any
+  other change is a new generation; a half-written document is one rejection, its session
+  found by ``identify_partial`` in the header before ``"messages"``). ``discover`` yields every
+  ``session-*.json``; an explicit folder import also takes other ``*.json`` files that
+  ``identify`` accepts (renamed copies, fixtures) or ``refusal`` explains.
+- CAPTURED: the JSONL session files (``*.jsonl``; the newer layout), read by line: line 1 is a
+  header ``{"sessionId", "projectHash", "startTime", "lastUpdated", "kind"}``, then one message
+  per line, interleaved with ``{"$set": {...}}`` lines that patch the header.
+- REFUSED, with the reason reported under ``skipped`` (``refusal``): ``logs.json`` (a JSON array
+  of the user prompts only, no responses) and documents without ``sessionId`` and
   ``projectHash`` (the older ``{"history": [...]}`` shape of the catalogue's
-  ``schema_drift.json``).
+  ``schema_drift.json``): there is no session to file them under. ``discover`` does not list
+  ``logs.json``.
+- NOT CAPTURED: header changes after a generation's first read (``lastUpdated``, a ``summary``
+  added late): they stay in the raw bytes the importer keeps, not in events. Gemini CLI records
+  no working folder (only its hash), so a project-limited import does not take its sessions.
 
 The mapping, record by record (contract: ``opentraces.capture.base``):
 
-- header (JSONL line 1, or a one-line document minus its ``messages``):
+- header (JSONL line 1, or a document minus its ``messages``):
   ``MetadataRecorded(record_type="session")`` with its fields; ``summary`` (when present)
   gives ``SessionInfo(title)``. There is no working folder in the format (only its hash).
 - ``{"$set": {...}}``: ``MetadataRecorded(record_type="session_update")``; ``summary`` gives
@@ -52,10 +56,14 @@ The mapping, record by record (contract: ``opentraces.capture.base``):
     - ``info``, ``error``, ``warning``: a system step with the text (``type`` is kept in
       ``call_type``).
     - other types: metadata ``message:<type>``.
-- A message whose ``id`` was seen before (a re-written message in an appended log) does not make
-  a second step: new tool calls (and results of calls not answered yet) go in a
-  ``StepExtended`` of its step, and text that extends the earlier text is appended; anything
-  else is ``MetadataRecorded(record_type="message_repeat")``.
+- A message whose ``id`` was seen before (a re-written message in an appended log, or the last
+  message of a document revised in place: Gemini CLI adds thoughts, token counts, tool calls
+  and their results to the message it last wrote) does not make a second step: new tool calls,
+  text that extends the earlier text, thoughts that extend the earlier ones and changed token
+  counts go in a ``StepExtended`` of its step (its usage replaces the step's), results of calls
+  not answered yet follow; anything else is ``MetadataRecorded(record_type="message_repeat")``.
+  (A whole document whose first record still holds ``messages``, as a one-line document in a
+  ``.jsonl`` file would, is expanded message by message.)
 
 Every record yields at least one event. Should an unexpected shape raise (``SHAPE_ERRORS``), the
 parser's state is rolled back (no step index skipped) and the record becomes
@@ -67,8 +75,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -96,12 +105,9 @@ _AGENT = ("gemini", "model")
 _SYSTEM = ("info", "error", "warning")
 _FINAL = ("success", "error", "cancelled")
 _HEADER_KEYS = ("sessionId", "projectHash", "startTime", "lastUpdated", "kind", "summary")
-
-
-
-
-
-
+#: A header id as the start of a half-written document shows it (before ``"messages"``).
+_HEADER_ID = {key: re.compile(rb'"' + key.encode() + rb'"\s*:\s*("(?:[^"\\]|\\.)*")')
+              for key in ("sessionId", "projectHash")}
 
 
 def _at(record: dict[str, Any], key: str = "timestamp") -> str | None:
@@ -114,16 +120,6 @@ def is_header(record: Any) -> bool:
     return (isinstance(record, dict) and "type" not in record
             and _s(record.get("sessionId")) is not None
             and _s(record.get("projectHash")) is not None)
-
-
-def one_line_document(path: Path) -> bool:
-    """Whether a ``.json`` file is one complete line (so the line-based importer can read it)."""
-    try:
-        with open(path, "rb") as fh:
-            line = fh.readline()
-            return line.endswith(b"\n") and bool(line.strip()) and not fh.read(1)
-    except OSError:
-        return False
 
 
 def _blob(part: dict[str, Any], ctx: Context) -> BlobRef | None:
@@ -143,8 +139,17 @@ def _blob_info(blob: BlobRef) -> dict[str, Any]:
     return {"blob": blob.hash, "size": blob.size, "media_type": blob.media_type}
 
 
+def _prompt_log(document: Any) -> bool:
+    """``logs.json``: a list of ``{sessionId, messageId, type, message, timestamp}``."""
+    return (isinstance(document, list) and bool(document)
+            and all(isinstance(e, dict) and "sessionId" in e and "message" in e
+                    for e in document))
+
+
 class GeminiAdapter:
     agent: ClassVar[str] = AGENT
+    #: Chat documents, read whole by the importer (``base.DocumentAdapter``).
+    document_glob: ClassVar[str] = "*.json"
 
     def default_roots(self, home: Path) -> list[Path]:
         return [home / ".gemini" / "tmp"]
@@ -154,9 +159,39 @@ class GeminiAdapter:
             yield root
             return
         files = [p for p in root.rglob("*.jsonl") if p.is_file()]
-        files += [p for p in root.rglob("session-*.json")
-                  if p.is_file() and one_line_document(p)]
+        files += [p for p in root.rglob("session-*.json") if p.is_file()]
         yield from sorted(files)
+
+    def split(self, document: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+        header = {k: v for k, v in document.items() if k != "messages"}
+        return header, _l(document.get("messages"))
+
+    def item_key(self, item: Any) -> str | None:
+        return _s(item.get("id")) if isinstance(item, dict) else None
+
+    def refusal(self, path: Path, document: Any) -> str | None:
+        if _prompt_log(document):
+            return ("Gemini CLI prompt log (logs.json): the user's prompts only, no responses; "
+                    "the session itself is in chats/session-*.json")
+        if (isinstance(document, dict) and isinstance(document.get("history"), list)
+                and not is_header(document)):
+            return ('older Gemini chat shape ({"history": [...]}) without sessionId and '
+                    "projectHash: no session to file it under")
+        return None
+
+    def identify_partial(self, path: Path, data: bytes) -> SessionRef | None:
+        cut = data.find(b'"messages"')
+        head = data[:cut] if cut >= 0 else data
+        ids: dict[str, Any] = {}
+        for key, pattern in _HEADER_ID.items():
+            found = pattern.search(head)
+            if found is None:
+                return None
+            try:
+                ids[key] = json.loads(found.group(1))
+            except ValueError:
+                return None
+        return self.identify(path, ids)
 
     def identify(self, path: Path, first_record: Any | None) -> SessionRef | None:
         if not is_header(first_record):
@@ -181,6 +216,8 @@ class _Seen:
     content: str
     calls: set[str] = field(default_factory=set)
     answered: set[str] = field(default_factory=set)
+    reasoning: str = ""
+    usage: TokenUsage | None = None
 
 
 class GeminiParser:
@@ -206,13 +243,13 @@ class GeminiParser:
 
     def _guarded(self, handle: Any, record: Any) -> list[Event]:
         saved = (self.next_step, self.model)
-        seen = {k: (v.step, v.content, set(v.calls), set(v.answered))
+        seen = {k: replace(v, calls=set(v.calls), answered=set(v.answered))
                 for k, v in self.messages.items()}
         try:
             events: list[Event] = handle(record)
         except SHAPE_ERRORS as e:  # an odd record must never stop the file
             self.next_step, self.model = saved
-            self.messages = {k: _Seen(*v) for k, v in seen.items()}
+            self.messages = seen
             kind = record.get("type") if isinstance(record, dict) else None
             events = [MetadataRecorded(
                 at=_at(record) if isinstance(record, dict) else None,
@@ -319,8 +356,7 @@ class GeminiParser:
         more, more_images = self._parts(message.get("parts"))
         return "\n".join(t for t in texts + more if t), images + more_images
 
-    def _agent(self, message: dict[str, Any], at: str | None, mid: str | None) -> list[Event]:
-        text, images = self._agent_text(message)
+    def _thoughts(self, message: dict[str, Any]) -> str:
         thoughts = []
         for thought in _l(message.get("thoughts")):
             if isinstance(thought, str):
@@ -330,17 +366,24 @@ class GeminiParser:
             bits = [b for b in (_s(thought.get("subject")), _s(thought.get("description"))) if b]
             if bits:
                 thoughts.append("\n".join(bits))
+        return clean("\n\n".join(thoughts))
+
+    def _agent(self, message: dict[str, Any], at: str | None, mid: str | None) -> list[Event]:
+        text, images = self._agent_text(message)
+        thoughts = self._thoughts(message)
         calls, pending = self._calls(message, set())
         model = _s(message.get("model"))
+        usage = self._usage(message.get("tokens"))
         events: list[Event] = []
         if model and model != self.model:
             self.model = model
             events.append(SessionInfo(at=at, model=clean(model)))
         step = self._step("agent", at, text, mid, message_id=clean(mid),
-                          reasoning_content=clean("\n\n".join(thoughts)) or None,
-                          tool_calls=calls, token_usage=self._usage(message.get("tokens")),
-                          model=clean(model or self.model), images=images)
+                          reasoning_content=thoughts or None, tool_calls=calls,
+                          token_usage=usage, model=clean(model or self.model), images=images)
         self._remember(mid, step, calls, text)
+        if mid is not None:
+            self.messages[mid].reasoning, self.messages[mid].usage = thoughts, usage
         events.append(step)
         events += self._results(pending, step.step_index, mid)
         return events
@@ -446,10 +489,22 @@ class GeminiParser:
         if text != seen.content and text.startswith(seen.content):
             extra = text[len(seen.content):]
             seen.content = text
+        # A response revised in place gains its thoughts and token counts after it is written.
+        reasoning, usage = "", None
+        if message.get("type") in _AGENT:
+            thoughts = self._thoughts(message)
+            if thoughts != seen.reasoning and thoughts.startswith(seen.reasoning):
+                reasoning, seen.reasoning = thoughts[len(seen.reasoning):], thoughts
+            usage = self._usage(message.get("tokens"))
+            if usage is None or usage == seen.usage:
+                usage = None
+            else:
+                seen.usage = usage
         events: list[Event] = []
-        if extra or calls:
+        if extra or calls or reasoning or usage is not None:
             events.append(StepExtended(at=at, step_index=seen.step, content=clean(extra),
-                                       tool_calls=calls))
+                                       reasoning_content=reasoning or None, tool_calls=calls,
+                                       token_usage=usage))
         events += self._results(pending, seen.step, mid)
         if not events:
             events.append(MetadataRecorded(at=at, record_type="message_repeat",

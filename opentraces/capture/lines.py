@@ -100,11 +100,13 @@ def decode(raw: bytes) -> list[Any] | Rejected:
 
 @dataclass(frozen=True)
 class Undecodable:
-    """Why a whole document does not decode, and where: 1-based line, byte offset of its start."""
+    """Why a whole document does not decode, and where: 1-based line, byte offset of its start
+    and the bytes of that line."""
 
     reason: str
     line: int
     offset: int
+    raw: bytes
 
 
 def decode_document(data: bytes) -> Any:
@@ -114,7 +116,7 @@ def decode_document(data: bytes) -> Any:
     except msgspec.DecodeError as e:
         error = str(e)
     except RecursionError:
-        return Undecodable("JSON nested too deeply", 1, 0)
+        return _undecodable("JSON nested too deeply", data, 0)
     try:
         return safe_value(_STDLIB.decode(data.decode("utf-8")))
     except (ValueError, RecursionError):
@@ -122,6 +124,12 @@ def decode_document(data: bytes) -> Any:
     at = _AT_BYTE.search(error)
     # A truncated document fails at its end: report the last line that holds something.
     position = int(at.group(1)) if at else len(data.rstrip())
-    position = min(position, max(len(data) - 1, 0))
+    return _undecodable(f"invalid JSON document: {error}", data,
+                        min(position, max(len(data) - 1, 0)))
+
+
+def _undecodable(reason: str, data: bytes, position: int) -> Undecodable:
     start = data.rfind(b"\n", 0, position) + 1
-    return Undecodable(f"invalid JSON document: {error}", data.count(b"\n", 0, start) + 1, start)
+    end = data.find(b"\n", start)
+    return Undecodable(reason, data.count(b"\n", 0, start) + 1, start,
+                       data[start:end if end >= 0 else len(data)])

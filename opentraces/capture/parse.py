@@ -119,7 +119,7 @@ def feed_document(adapter: Adapter, ref: SessionRef, replay: Records, keep: Reco
             _learn(parsed, events)
             if kept:
                 parsed.events.extend(events)
-                parsed.lines_read += n > 0
+                parsed.lines_read += 1 if n else 0
     return parsed
 
 
@@ -128,10 +128,9 @@ def parse_document(adapter: DocumentAdapter, path: Path, data: bytes,
     """Decode a whole document and feed all of it; an undecodable one is one rejection."""
     value = decode_document(data)
     if isinstance(value, Undecodable):
-        end = data.find(b"\n", value.offset)
-        raw = data[value.offset:end if end >= 0 else len(data)]
         return Parsed(ref=adapter.identify_partial(path, data),
-                      rejected=[(LineRef(value.line, value.offset), Rejected(value.reason, raw))])
+                      rejected=[(LineRef(value.line, value.offset),
+                                 Rejected(value.reason, value.raw))])
     ref = adapter.identify(path, value)
     if ref is None:
         return Parsed(ref=None)
