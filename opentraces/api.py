@@ -244,6 +244,10 @@ def import_sessions(target: Settings | Path | Workspace,
         blobs = BlobStore(ws.blobs.root, defer_sync=True)  # one sync per batch of events
         report = import_files(ws.log, blobs, files, accept=_capture_filter(ws, project),
                               progress=progress)
+        if report.trace_ids:  # new edits become patches, anchored in their repositories
+            from opentraces.trail import trail_sync
+
+            report.trail = to_builtins(trail_sync(ws, trace_ids=report.trace_ids))
         runner = ws.runner()
         runner.catch_up(runner.eager())
     return report
@@ -296,8 +300,25 @@ def import_from_spool(target: Settings | Path | Workspace,
                     wanted.setdefault(path, entry["agent"])
             sources = [ImportSource(agent=agent, path=path) for path, agent in wanted.items()]
             report = import_sessions(ws, sources, progress=progress)
+            _record_commits(ws, [e for e in entries if e.get("agent") == "git"])
             hooks.drain_spool(home, hooks.spool_marks(entries))
     return report
+
+
+def _record_commits(ws: Workspace, entries: Sequence[dict[str, Any]]) -> None:
+    """Turn the git post-commit hook's spool lines into anchor searches, and run them."""
+    if not entries:
+        return
+    from opentraces.trail import request_anchor_search, trail_sync
+
+    searched: set[str] = set()
+    for entry in entries:
+        cwd, commit = entry.get("cwd"), (entry.get("payload") or {}).get("commit")
+        if not (isinstance(cwd, str) and isinstance(commit, str) and commit):
+            continue  # a hook that could not name its commit: the next sync still finds it
+        if request_anchor_search(ws, Path(cwd), commit) is not None and cwd not in searched:
+            searched.add(cwd)
+            trail_sync(ws, repo=Path(cwd))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -677,8 +698,8 @@ __all__ += [
 # ---------------------------------------------------------------------------------------------
 # Trace Intelligence (defined in opentraces.intel; re-exported here)
 
-# Imported on first use: compiling the detectors' and the map's patterns costs ~30 ms, which
-# every command importing this module would otherwise pay.
+# Imported on first use: compiling the detectors' and the map's patterns costs ~30 ms and the
+# git layer ~100 ms, which every command importing this module would otherwise pay.
 _LAZY = {"BURST_GAP": ("opentraces.trace_map", "BURST_GAP"),
          "bursts": ("opentraces.trace_map", "bursts"),
          "record_card": ("opentraces.trace_map", "record_card"),
@@ -689,7 +710,12 @@ _LAZY = {"BURST_GAP": ("opentraces.trace_map", "BURST_GAP"),
          "TRACE_COMPARE_SCHEMA": ("opentraces.intel", "TRACE_COMPARE_SCHEMA"),
          "context_waste": ("opentraces.intel", "context_waste"),
          "run_intel": ("opentraces.intel", "run_intel"),
-         "trace_compare": ("opentraces.intel", "compare")}
+         "trace_compare": ("opentraces.intel", "compare"),
+         # Trace Trails: dulwich alone takes ~100 ms to import
+         **{name: ("opentraces.trail", name) for name in (
+             "BlameCommit", "BlameTrace", "CommitNotFound", "NotARepository", "SyncReport",
+             "TrackReport", "TrailGraph", "blame_commit", "blame_trace",
+             "request_anchor_search", "trail_graph", "trail_sync", "trail_track")}}
 
 __all__ += list(_LAZY)
 

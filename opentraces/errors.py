@@ -8,7 +8,9 @@
     │   ├── TraceNotFound           trace_not_found      (opentraces.tracing)
     │   ├── AmbiguousTrace          ambiguous_trace      (opentraces.tracing)
     │   ├── BadAddress              bad_address          (opentraces.tracing)
-    │   └── StepOutOfRange          step_out_of_range    (opentraces.tracing)
+    │   ├── StepOutOfRange          step_out_of_range    (opentraces.tracing)
+    │   ├── NotARepository          not_a_repository     (opentraces.trail.gitrepo)
+    │   └── CommitNotFound          commit_not_found     (opentraces.trail.gitrepo)
     ├── Refused                     refused         2
     ├── StoreError                  store_error     1
     │   ├── StoreUnavailable        store_unavailable

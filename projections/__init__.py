@@ -8,8 +8,9 @@ from __future__ import annotations
 from opentraces.projections.base import Projection
 from opentraces.projections.bucket_manifest import BucketManifest
 from opentraces.projections.traces import Traces
+from opentraces.projections.trail import Trail
 
 #: Every projection the runner keeps, in the order `rebuild` reports them.
-ALL: tuple[type[Projection], ...] = (BucketManifest, Traces)
+ALL: tuple[type[Projection], ...] = (BucketManifest, Traces, Trail)
 
-__all__ = ["ALL", "BucketManifest", "Projection", "Traces"]
+__all__ = ["ALL", "BucketManifest", "Projection", "Traces", "Trail"]

@@ -15,9 +15,12 @@ from click.testing import CliRunner
 from dulwich.repo import Repo
 
 from opentraces import api, hooks
+from opentraces import events as ev
 from opentraces.commands.main import cli
+from opentraces.config import load_settings
 from opentraces.errors import Refused, UsageError
 from opentraces.git_hook import CHAINED_NAME, setup_git
+from opentraces.store import store_exists
 
 HOOK_PROGRAM = Path(sys.executable).parent / "opentraces-hook"
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="the git program is needed")
@@ -35,13 +38,17 @@ def git(repo: Path, *args: str) -> str:
                           text=True).stdout
 
 
-def wait_for_spool(home: Path, seconds: float = 10.0) -> list[dict]:
+def wait_for_anchor_searches(home: Path, seconds: float = 30.0) -> list[ev.AnchorSearchRequested]:
+    """The anchor searches the background importer recorded (it drains the spool first)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        entries = [e for e in hooks.read_spool(home) if e.get("agent") == "git"]
-        if entries:
-            return entries
-        time.sleep(0.05)
+        if store_exists(load_settings(home).store):
+            with api.open_workspace(home, readonly=True) as ws:
+                found = [r.event for s in ws.log.stream_ids("repo") for r in ws.log.read(s)
+                         if isinstance(r.event, ev.AnchorSearchRequested)]
+            if found and not hooks.read_spool(home):
+                return found
+        time.sleep(0.1)
     return []
 
 
@@ -86,10 +93,9 @@ def test_commit_runs_the_users_hook_first_and_records_the_commit(
     sha = git(repo, "rev-parse", "HEAD").strip()
 
     assert (repo / "user-hook.out").read_text().strip() == f"user hook ran {sha}"
-    entries = wait_for_spool(isolated_home)
-    assert [(e["event"], e["cwd"], e["payload"]["commit"]) for e in entries] == [
-        ("post-commit", str(repo), sha)]
     assert elapsed < 5  # the hook returns at once; the import runs detached
+    searches = wait_for_anchor_searches(isolated_home)
+    assert [(e.commit, e.path, e.source) for e in searches] == [(sha, str(repo), "post-commit")]
 
     setup_git(repo, remove=True)
     assert user_hook.read_text() == user_text and not (hooks_dir / CHAINED_NAME).exists()
@@ -114,7 +120,7 @@ def test_hooks_path_is_refused(tmp_path: Path) -> None:
         config = r.get_config()
         config.set((b"core",), b"hooksPath", b".husky")
         config.write_to_path()
-    with pytest.raises(Refused, match="core.hooksPath") as info:
+    with pytest.raises(Refused, match=r"core\.hooksPath") as info:
         setup_git(repo)
     assert "post-commit" in (info.value.hint or "")
     assert not (repo / ".git" / "hooks" / "post-commit").exists()

@@ -107,6 +107,10 @@ class ImportReport(msgspec.Struct):
     bytes_read: int = 0
     rejected: list[Rejection] = []
     skipped: list[Skipped] = []
+    #: Traces this import appended to (created or grown), in the order they were written.
+    trace_ids: list[str] = []
+    #: What the Trace Trails sync after the import found (None when it did not run).
+    trail: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -418,6 +422,7 @@ def import_files(log: EventLog, blobs: BlobStore,
         if progress is not None:
             progress(1)
     _flush(log, blobs, batch, report, accept)
+    report.trace_ids = list(dict.fromkeys(report.trace_ids))
     return report
 
 
@@ -476,3 +481,4 @@ def _count(report: ImportReport, plan: Plan) -> None:
     report.lines_rejected += len(plan.rejected)
     report.bytes_read += plan.size
     report.rejected.extend(plan.rejected)
+    report.trace_ids.append(plan.ref.trace_id)  # de-duplicated once, at the end

@@ -75,11 +75,16 @@ def nonblank(lines: Iterable[str]) -> list[str]:
     return [line for line in lines if line.strip()]
 
 
-def read_hunks(blobs: BlobStore, patch: ev.PatchRecorded) -> Hunks:
-    """The hunks of a patch (empty when it has none)."""
-    if patch.hunks is None:
+def read_hunks(blobs: BlobStore, hunks_hash: str | None) -> Hunks:
+    """The hunks stored under a patch's ``hunks`` blob hash (empty for None)."""
+    if hunks_hash is None:
         return Hunks()
-    return _HUNKS.decode(blobs.get(patch.hunks.hash))
+    return _HUNKS.decode(blobs.get(hunks_hash))
+
+
+def authored_lines(blobs: BlobStore, hunks_hash: str | None) -> list[str]:
+    """The non-blank added lines of a patch, trailing whitespace stripped (what is matched)."""
+    return [line.rstrip() for line in nonblank(read_hunks(blobs, hunks_hash).authored())]
 
 
 @dataclass
@@ -132,32 +137,22 @@ def _prefixed_hunks(hunks: Sequence[tuple[int | None, int | None, list[str]]]) -
     added: list[Block] = []
     removed: list[Block] = []
     for old_start, new_start, lines in hunks:
-        old_no, new_no = old_start, new_start
-        run_kind, run_start, run = "", None, []  # the current block of '+' or '-' lines
-
-        def close() -> None:
-            if run:
-                (added if run_kind == "+" else removed).append(Block(run_start, list(run)))
-            run.clear()
-
+        numbers = {"-": old_start, "+": new_start}
+        previous = " "
         for line in lines:
             sign, text = (line[:1], line[1:]) if line else (" ", "")
-            if sign not in "+-":
-                close()
-                run_kind = ""
-                old_no = old_no + 1 if old_no is not None else None
-                new_no = new_no + 1 if new_no is not None else None
-                continue
-            if sign != run_kind:
-                close()
-                run_kind = sign
-                run_start = new_no if sign == "+" else old_no
-            run.append(text)
-            if sign == "+":
-                new_no = new_no + 1 if new_no is not None else None
+            if sign in "+-":
+                target = added if sign == "+" else removed
+                if sign == previous:
+                    target[-1].lines.append(text)
+                else:
+                    target.append(Block(numbers[sign], [text]))
             else:
-                old_no = old_no + 1 if old_no is not None else None
-        close()
+                sign = " "
+            for kind in "+-":
+                if sign in (kind, " ") and numbers[kind] is not None:
+                    numbers[kind] += 1  # type: ignore[operator]
+            previous = sign
     return Hunks(added=added, removed=removed)
 
 
@@ -395,7 +390,8 @@ def pi_changes(c: _Call, inp: dict[str, Any], detail: dict[str, Any],
             return []
         return [FileChange(_absolute(path, cwd), diff_hunks("", content), "create", None,
                            content)]
-    diff = detail.get("diff")
+    details = detail.get("details")  # the adapter keeps pi's ``details`` under this key
+    diff = (details if isinstance(details, dict) else detail).get("diff")
     if isinstance(diff, str) and diff:
         hunks = pi_hunks(diff)
     else:
