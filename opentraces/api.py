@@ -715,7 +715,13 @@ _LAZY = {"BURST_GAP": ("opentraces.trace_map", "BURST_GAP"),
          **{name: ("opentraces.trail", name) for name in (
              "BlameCommit", "BlameTrace", "CommitNotFound", "NotARepository", "SyncReport",
              "TrackReport", "TrailGraph", "blame_commit", "blame_trace",
-             "request_anchor_search", "trail_graph", "trail_sync", "trail_track")}}
+             "request_anchor_search", "trail_graph", "trail_sync", "trail_track")},
+         # Context tree
+         **{name: ("opentraces.context", name) for name in (
+             "ContextNodeNotFound", "NoAnchor", "ctx_anchor_for_step", "ctx_compactions",
+             "ctx_diff", "ctx_info", "ctx_list", "ctx_prune", "ctx_reads", "ctx_resolve",
+             "ctx_resume", "ctx_show", "ctx_step", "ctx_tree", "ctx_writes",
+             "resume_session_file")}}
 
 __all__ += list(_LAZY)
 

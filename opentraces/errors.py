@@ -10,7 +10,8 @@
     │   ├── BadAddress              bad_address          (opentraces.tracing)
     │   ├── StepOutOfRange          step_out_of_range    (opentraces.tracing)
     │   ├── NotARepository          not_a_repository     (opentraces.trail.gitrepo)
-    │   └── CommitNotFound          commit_not_found     (opentraces.trail.gitrepo)
+    │   ├── CommitNotFound          commit_not_found     (opentraces.trail.gitrepo)
+    │   └── ContextNodeNotFound     context_node_not_found (opentraces.context)
     ├── Refused                     refused         2
     ├── StoreError                  store_error     1
     │   ├── StoreUnavailable        store_unavailable
@@ -20,7 +21,8 @@
     │   ├── BlobMissing             blob_missing    4
     │   └── BlobCorrupt             blob_corrupt
     ├── ProjectionError             projection_error 1
-    └── MaintenanceNeeded           maintenance_needed 3
+    ├── MaintenanceNeeded           maintenance_needed 3
+    └── NoAnchor                    no_anchor       3    (opentraces.context)
 """
 
 from __future__ import annotations

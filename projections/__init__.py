@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from opentraces.projections.base import Projection
 from opentraces.projections.bucket_manifest import BucketManifest
+from opentraces.projections.context_tree import ContextTree
 from opentraces.projections.traces import Traces
 from opentraces.projections.trail import Trail
 
 #: Every projection the runner keeps, in the order `rebuild` reports them.
-ALL: tuple[type[Projection], ...] = (BucketManifest, Traces, Trail)
+ALL: tuple[type[Projection], ...] = (BucketManifest, Traces, Trail, ContextTree)
 
-__all__ = ["ALL", "BucketManifest", "Projection", "Traces", "Trail"]
+__all__ = ["ALL", "BucketManifest", "ContextTree", "Projection", "Traces", "Trail"]

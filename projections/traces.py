@@ -48,6 +48,7 @@ from opentraces import events as ev
 from opentraces import record as rc
 from opentraces.events import Recorded
 from opentraces.projections.base import Handler, SqlProjection, rows_as_dicts
+from opentraces.projections.context_tree import context_node_id
 
 SUMMARY_CHARS = 200
 
@@ -536,7 +537,7 @@ def assemble(head: dict[str, Any], rows: _TraceRows, blobs: BlobReader) -> rc.Tr
     for call_id, (step_index, _) in rows.results.items():
         if call_id not in called:
             orphans.setdefault(step_index, []).append(call_id)
-    steps = [_step(i, s, rows.results, orphans.get(i, []), links.get(i), blobs)
+    steps = [_step(head["trace_id"], i, s, rows.results, orphans.get(i, []), links.get(i), blobs)
              for i, s in rows.steps]
     patches, committed, commit_sha = _patches(rows.patches, rows.anchors)
     usage, usage_source = _usage(head, rows.steps)
@@ -585,7 +586,7 @@ def _text(parts: list[TextPart], blobs: BlobReader) -> str | None:
     return "".join(p for p in pieces if p) or None
 
 
-def _step(index: int, row: StepRow, results: dict[str, tuple[int, ResultRow]],
+def _step(trace_id: str, index: int, row: StepRow, results: dict[str, tuple[int, ResultRow]],
           orphans: list[str], subagent: str | None, blobs: BlobReader) -> rc.Step:
     calls, observations = [], []
     for call in row.tool_calls:
@@ -606,7 +607,9 @@ def _step(index: int, row: StepRow, results: dict[str, tuple[int, ResultRow]],
                                   output_tokens=usage.output_tokens,
                                   cache_read_tokens=usage.cache_read_tokens,
                                   cache_write_tokens=usage.cache_write_tokens),
-        timestamp=row.timestamp)
+        timestamp=row.timestamp,
+        # computed, not stored: the context tree derives the same id on its own
+        context_node_id=context_node_id(trace_id, index, row.source_uuid))
 
 
 def _call_input(call: ev.ToolCall, blobs: BlobReader) -> dict[str, Any]:
