@@ -45,10 +45,16 @@ def view_options(func: Any) -> Any:
 @view_options
 @click.option("--format", "fmt", type=click.Choice(["json", "jsonl"]), default=None,
               help="Print the record (or the steps addressed) itself: indented JSON, or JSONL.")
+@click.option("--resume", is_flag=True,
+              help="With TRACE:N (a Claude Code trace): write a new session cut just before "
+                   "step N and print the `claude --resume` command that continues it.")
+@click.option("--dry-run", is_flag=True,
+              help="With --resume: say which session file would be written; write nothing.")
 @json_option
 @click.pass_context
 def trace_get(ctx: click.Context, ref: str, card: bool, bursts: bool, no_commit_lookup: bool,
-              waste: bool, run_intel: bool, fmt: str | None) -> None:
+              waste: bool, run_intel: bool, fmt: str | None, resume: bool,
+              dry_run: bool) -> None:
     """Show a trace, a step or a range of steps, by address.
 
     Addresses: TRACE (its id or the start of it), TRACE:N (step N), TRACE:last and
@@ -58,7 +64,16 @@ def trace_get(ctx: click.Context, ref: str, card: bool, bursts: bool, no_commit_
     """
     from opentraces import api
 
-    view = one_view(card=card, bursts=bursts, waste=waste, run_intel=run_intel)
+    view = one_view(card=card, bursts=bursts, waste=waste, run_intel=run_intel, resume=resume)
+    if dry_run and not resume:
+        raise click.UsageError("--dry-run goes with --resume")
+    if resume:
+        if fmt is not None:
+            raise click.UsageError("--format prints the record or steps; it does not combine "
+                                   "with --resume")
+        show_resume(ctx, api.resume_session_file(api.settings_from_environment(), ref,
+                                                 dry_run=dry_run))
+        return
     addr = api.parse_address(ref)
     if addr.kind != "trace" and view is not None:
         raise click.UsageError(f"--{view.replace('_', '-')} describes a whole trace; give "
@@ -189,6 +204,19 @@ def show_trace(ctx: click.Context, view: Any, kind: str | None, fmt: str | None,
         record = api.to_builtins(view.record)
         emit(ctx, "opentraces.trace.record.v1", {"record": record, "freshness": freshness},
              text=lambda: summary(record), next_command=nxt, next_steps=notes)
+
+
+def show_resume(ctx: click.Context, found: dict[str, Any]) -> None:
+    """The session cut for ``--resume``; the command that continues it is the next one."""
+    text = (f"{'would write' if found['dry_run'] else 'wrote'} {found['session_file']}\n"
+            f"session {found['session_id']}: trace {found['trace_id']} up to just before step "
+            f"{found['step_index']}")
+    if found["dry_run"]:
+        text += f"\nthen resume it with: {found['command']}"
+        nxt = f"opentraces trace get {found['trace_id']}:{found['step_index']} --resume"
+    else:
+        nxt = found["command"]
+    emit(ctx, "opentraces.trace.resume.v1", found, text=text, next_command=nxt)
 
 
 def show_intel(ctx: click.Context, view: Any, kind: str) -> None:
@@ -358,5 +386,7 @@ def summary(r: dict[str, Any]) -> str:
 
 # Subcommands kept in their own modules, registered here so that `trace --help` lists them.
 from opentraces.commands.trace_intel import trace_compare  # noqa: E402
+from opentraces.commands.trace_search import index, query, skills  # noqa: E402
 
-trace.add_command(trace_compare)
+for _command in (query, skills, index, trace_compare):
+    trace.add_command(_command)

@@ -158,6 +158,23 @@ def projection_names() -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Writing
 
+#: After a write, a lazy projection (the search index) is caught up too when it is at most this
+#: many events behind: hook-driven imports keep it current, a bulk import leaves it to
+#: `trace index refresh`.
+LAZY_CATCH_UP_EVENTS = 5_000
+
+
+def catch_up_after_write(ws: Workspace, progress: Progress | None = None) -> None:
+    """Catch up the eager projections, and the lazy ones that are only a little behind."""
+    runner = ws.runner()
+    states = runner.states()
+    names = runner.eager() + [
+        n for n, s in states.items()
+        if n not in runner.eager() and s.state in ("fresh", "lagging", "missing")
+        and s.lag <= LAZY_CATCH_UP_EVENTS]
+    runner.catch_up(names, progress=progress)
+
+
 
 def append(target: Settings | Path | Workspace, stream: str, events: Sequence[Event], *,
            catch_up: bool = True) -> list[int]:
@@ -169,8 +186,7 @@ def append(target: Settings | Path | Workspace, stream: str, events: Sequence[Ev
     with open_workspace(target) as ws:
         positions = ws.log.append(stream, events)
         if catch_up:
-            runner = ws.runner()
-            runner.catch_up(runner.eager())
+            catch_up_after_write(ws)
         return positions
 
 
@@ -248,8 +264,7 @@ def import_sessions(target: Settings | Path | Workspace,
             from opentraces.trail import trail_sync
 
             report.trail = to_builtins(trail_sync(ws, trace_ids=report.trace_ids))
-        runner = ws.runner()
-        runner.catch_up(runner.eager())
+        catch_up_after_write(ws)
     return report
 
 
@@ -721,7 +736,12 @@ _LAZY = {"BURST_GAP": ("opentraces.trace_map", "BURST_GAP"),
              "ContextNodeNotFound", "NoAnchor", "ctx_anchor_for_step", "ctx_compactions",
              "ctx_diff", "ctx_info", "ctx_list", "ctx_prune", "ctx_reads", "ctx_resolve",
              "ctx_resume", "ctx_show", "ctx_step", "ctx_tree", "ctx_writes",
-             "resume_session_file")}}
+             "resume_session_file")},
+         # Search (whoosh is imported by the functions that need it)
+         **{name: ("opentraces.search", name) for name in (
+             "Candidate", "Freshness", "IndexReport", "QueryResult", "SkillUsage",
+             "SkillsResult", "index_rebuild", "index_refresh", "index_status", "trace_query",
+             "trace_skills")}}
 
 __all__ += list(_LAZY)
 

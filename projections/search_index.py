@@ -45,7 +45,7 @@ import blake3
 
 from opentraces import events as ev
 from opentraces.events import Recorded
-from opentraces.projections.base import STATE_FILE, Handler, SqlProjection
+from opentraces.projections.base import Handler, SqlProjection
 from opentraces.projections.bucket_manifest import project_slug
 
 INDEX_DIR = "whoosh"
@@ -74,6 +74,8 @@ TEXT_FIELDS: dict[str, float] = {
     "title": 3.0, "prompt": 2.0, "text": 1.0, "commands": 1.5, "paths": 1.5, "errors": 1.5,
     "output": 0.5,
 }
+#: Fields indexed without word positions (the bulk of the text): phrases do not match there.
+NO_PHRASE_FIELDS = ("output",)
 #: Facet fields (KEYWORD, comma separated); the case-sensitive ones keep their values as given.
 FACETS = ("agent", "model", "project", "tool", "file", "file_kind", "skill", "outcome",
           "committed", "date")
@@ -104,6 +106,10 @@ _URL = re.compile(r"\w+://\S+")
 _TOKEN = re.compile(r"[\w@~+./-]+")
 _FILE_LIKE = re.compile(r"[\w@~+./-]*[\w-]\.[A-Za-z][A-Za-z0-9]{0,7}")
 _EXTENSION = re.compile(r"\.([A-Za-z][A-Za-z0-9]{0,7})$")
+#: Extensions that make a bare word of a command a file name (``README.md``, not ``phx.server``).
+OTHER_EXTENSIONS = frozenset({"txt", "lock", "log", "cfg", "ini", "env", "csv", "tsv", "xml",
+                              "svg", "png", "jpg", "gif", "pdf", "ipynb", "rst", "conf", "vue",
+                              "svelte", "proto", "gradle", "mod", "sum", "tf", "dockerfile"})
 
 
 def _trace_of(rec: Recorded) -> str | None:
@@ -159,7 +165,10 @@ def paths_in_command(command: str) -> list[str]:
     found: list[str] = []
     for word in words:
         for token in _TOKEN.findall(word):
-            if not token.startswith("-") and _FILE_LIKE.fullmatch(token):
+            if token.startswith("-") or not _FILE_LIKE.fullmatch(token):
+                continue
+            kinds = file_kinds(token)
+            if "/" in token or (kinds and (kinds[0] in LANGUAGES or kinds[0] in OTHER_EXTENSIONS)):
                 found.append(token)
     return list(dict.fromkeys(found))[:PATHS_PER_CALL]
 
@@ -211,9 +220,12 @@ def schema() -> Any:
     """The whoosh schema (built on demand: whoosh is imported lazily)."""
     from whoosh import analysis, fields
 
+    # One stop list for every field: a word stopped in some fields only would have to match in
+    # the others, and an AND query would then miss units that have it only where it is stopped.
+    stop = analysis.StopFilter(stoplist=analysis.STOP_WORDS, minsize=1)
     words = analysis.StemmingAnalyzer(stoplist=analysis.STOP_WORDS, minsize=1)
-    plain = analysis.RegexTokenizer(r"\w+(\.?\w+)*") | analysis.LowercaseFilter()
-    parts = analysis.RegexTokenizer(r"[^/\\\s:'\"]+") | analysis.LowercaseFilter()
+    plain = analysis.RegexTokenizer(r"\w+(\.?\w+)*") | analysis.LowercaseFilter() | stop
+    parts = analysis.RegexTokenizer(r"[^/\\\s:'\"]+") | analysis.LowercaseFilter() | stop
     analyzers = {"title": words, "prompt": words, "text": words, "errors": words,
                  "commands": plain, "output": plain, "paths": parts}
     spec: dict[str, Any] = {
@@ -225,7 +237,9 @@ def schema() -> Any:
         "card": fields.STORED(),
     }
     for name, boost in TEXT_FIELDS.items():
-        spec[name] = fields.TEXT(analyzer=analyzers[name], field_boost=boost)
+        # Positions (for phrases) are kept where phrases are asked for: prose and commands.
+        spec[name] = fields.TEXT(analyzer=analyzers[name], field_boost=boost,
+                                 phrase=name not in NO_PHRASE_FIELDS)
     for name in FACETS:
         spec[name] = fields.KEYWORD(commas=True, scorable=False,
                                     lowercase=name not in CASE_SENSITIVE_FACETS)
@@ -339,14 +353,17 @@ class _Trace:
         text = "".join(step.text)[:TEXT_CHARS]
         if not step.indexable():
             return None
-        outputs = "\n".join(step.outputs.values())[:STEP_OUTPUT_CHARS]
-        errors = "\n".join(e for e in step.failed.values() if e)
+        # A failed call's text is its error (in `errors`), not output as well.
+        outputs = "\n".join(o for c, o in step.outputs.items()
+                            if c not in step.failed)[:STEP_OUTPUT_CHARS]
+        errors = "\n".join(t for t in (e or step.outputs.get(c, "")[:ERROR_CHARS]
+                                        for c, e in step.failed.items()) if t)
         cwd = base["cwd"] or None
         files = list(dict.fromkeys(relative(f, cwd) for f in step.files))
         seconds = epoch(step.at)
         tools = list(dict.fromkeys(step.tools))
         headline = (_first_line(text, SUMMARY_CHARS) or "; ".join(step.commands)[:SUMMARY_CHARS]
-                    or ", ".join(tools))
+                    or " ".join([", ".join(tools), *files[:3]]).strip())
         summary = (text.strip() or "\n".join(step.commands) or outputs)[:SUMMARY_CHARS]
         doc = self._doc(f"{self.head['trace_id']}:{index}", "step", base, seconds)
         doc |= {
@@ -423,6 +440,7 @@ class SearchIndex(SqlProjection):
     name: ClassVar[str] = "search_index"
     version: ClassVar[int] = 1
     eager: ClassVar[bool] = False
+    refresh_command: ClassVar[str] = "opentraces trace index refresh"
     SCHEMA: ClassVar[str] = """
     CREATE TABLE IF NOT EXISTS traces (
         trace_id TEXT PRIMARY KEY, session_id TEXT, agent TEXT, model TEXT, project TEXT,
@@ -649,7 +667,8 @@ class SearchIndex(SqlProjection):
                         writer.add_document(**doc)
                     else:
                         writer.update_document(**doc)
-                counts.append((trace_id, key, 1 + sum(s.indexable() for s in trace.steps.values())))
+                units = 1 + sum(s.indexable() for s in trace.steps.values())
+                counts.append((trace_id, key, units))
             writer.commit()
         except BaseException:
             writer.cancel()
@@ -758,4 +777,5 @@ def _in_trace_stream(handler: Any) -> Handler:
     return apply
 
 
-__all__ = ["FACETS", "STATE_FILE", "TEXT_FIELDS", "SearchIndex", "schema"]
+__all__ = ["CASE_SENSITIVE_FACETS", "FACETS", "NO_PHRASE_FIELDS", "TEXT_FIELDS", "SearchIndex",
+           "schema"]

@@ -42,7 +42,10 @@ def test_status_on_a_fresh_home(isolated_home: Path) -> None:
         "opentraces empty: 0 traces, 0 projects, 0 events\n"
         f"store: {isolated_home}/bucket/events.sqlite\n"
         "bucket_manifest  fresh  0/0\n"
+        "context_tree     fresh  0/0\n"
+        "search_index     fresh  0/0\n"
         "traces           fresh  0/0\n"
+        "trail            fresh  0/0\n"
         "  - No sessions are captured yet; the store is ready.\n")
     body = run_json("--json", "status")
     assert body["status"] == "ok" and body["schema_version"] == "opentraces.status.v1"

@@ -15,7 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -29,6 +29,9 @@ from opentraces.trail import anchor as an
 from opentraces.trail import survival as sv
 from opentraces.trail.gitrepo import GitRepo, find_repo_root
 from opentraces.trail.patches import authored_lines
+
+#: ``progress(done, total)``: ``done`` more units finished out of ``total`` (for a bar).
+Progress = Callable[[int, int], None]
 
 # ---------------------------------------------------------------------------------------------
 # Results
@@ -78,6 +81,7 @@ class TrackedPatch(msgspec.Struct, frozen=True):
     range: list[int] | None
     anchor: AnchorView | None
     current_survival: SurvivalView | None
+    repo_key: str | None = None
 
 
 class TrackReport(msgspec.Struct, frozen=True):
@@ -229,12 +233,14 @@ def _authored(blobs: BlobStore, patch: ev.PatchRecorded) -> list[str]:
 
 
 def _catch_up(ws: Any) -> None:
-    runner = ws.runner()
-    runner.catch_up(runner.eager())
+    from opentraces.api import catch_up_after_write
+
+    catch_up_after_write(ws)
 
 
 def trail_sync(target: Any, *, repo: Path | None = None,
-               trace_ids: Sequence[str] | None = None) -> SyncReport:
+               trace_ids: Sequence[str] | None = None,
+               progress: Progress | None = None) -> SyncReport:
     """Derive missing patch events for traces, then anchor unanchored patches in their repos.
 
     Args:
@@ -242,6 +248,7 @@ def trail_sync(target: Any, *, repo: Path | None = None,
         repo: only this repository (default: every repository a patch's file lies in, plus
             those named by pending ``AnchorSearchRequested`` events).
         trace_ids: only these traces (default: all).
+        progress: called once per trace with ``(1, number of traces)``.
 
     Returns:
         A :class:`SyncReport`; re-running with nothing changed appends nothing.
@@ -262,6 +269,8 @@ def trail_sync(target: Any, *, repo: Path | None = None,
         for trace_id in ids:
             patches, added = _append_patches(ws.log, blobs, trace_id)
             derived += added
+            if progress is not None:
+                progress(1, len(ids))
             for p in patches:
                 root = _repo_of(p, roots)
                 if root is None:
@@ -370,12 +379,12 @@ def request_anchor_search(target: Any, folder: Path, commit: str, *,
 
 def trail_track(target: Any, *, trace: str | None = None, patch: str | None = None,
                 anchor: str | None = None, since: str | None = None, all: bool = False,
-                limit: int | None = None) -> TrackReport:
+                limit: int | None = None, progress: Progress | None = None) -> TrackReport:
     """Walk anchored patches to HEAD and record their survival (when it changed).
 
     Choose what to track with exactly one of ``trace``, ``patch``, ``anchor``, ``since`` (an
     ISO-8601 time: patches authored at or after it) or ``all``. ``limit`` keeps the newest
-    patches only.
+    patches only. ``progress`` is called per repository walked with ``(patches, total)``.
 
     Raises:
         UsageError: no selector, or more than one.
@@ -400,7 +409,7 @@ def trail_track(target: Any, *, trace: str | None = None, patch: str | None = No
             rows = [r for r in rows if (r["at"] or "") >= since]
         if limit is not None:
             rows = rows[-limit:] if limit > 0 else []
-        heads, appended, observed = _track_rows(ws.log, ws.blobs, rows)
+        heads, appended, observed = _track_rows(ws.log, ws.blobs, rows, progress)
         if appended:
             _catch_up(ws)
     patches = [_tracked(r, observed.get(r["patch_id"])) for r in rows]
@@ -409,7 +418,8 @@ def trail_track(target: Any, *, trace: str | None = None, patch: str | None = No
                        observations_appended=appended)
 
 
-def _track_rows(log: EventLog, blobs: BlobStore, rows: list[dict[str, Any]]
+def _track_rows(log: EventLog, blobs: BlobStore, rows: list[dict[str, Any]],
+                progress: Progress | None = None
                 ) -> tuple[dict[str, str], int, dict[str, SurvivalView]]:
     by_root: dict[Path, list[dict[str, Any]]] = {}
     roots: dict[str, Path | None] = {}
@@ -424,7 +434,10 @@ def _track_rows(log: EventLog, blobs: BlobStore, rows: list[dict[str, Any]]
     heads: dict[str, str] = {}
     observed: dict[str, SurvivalView] = {}
     appended = 0
+    total = sum(len(v) for v in by_root.values())
     for root in sorted(by_root):
+        if progress is not None:
+            progress(len(by_root[root]), total)
         with GitRepo(root) as repo:
             head = repo.head()
             if head is None:
@@ -485,7 +498,7 @@ def _tracked(r: dict[str, Any], survival: SurvivalView | None) -> TrackedPatch:
     return TrackedPatch(patch_id=r["patch_id"], trace_id=r["trace_id"],
                         step_index=r["step_index"], path=r["path"],
                         range=_span(r["range_start"], r["range_end"]), anchor=anchor,
-                        current_survival=survival)
+                        current_survival=survival, repo_key=r["repo_key"])
 
 
 # ---------------------------------------------------------------------------------------------

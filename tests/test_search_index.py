@@ -1,0 +1,521 @@
+"""The search index projection and `trace query|skills|index`, on real corpus transcripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from opentraces import api, search
+from opentraces import events as ev
+from opentraces.commands.main import LazyGroup
+from opentraces.commands.trace_search import index, query, skills
+from opentraces.config import Settings, load_settings
+from opentraces.errors import MaintenanceNeeded, UsageError
+from opentraces.projections.search_index import (
+    SearchIndex,
+    call_facts,
+    file_kinds,
+    paths_in_command,
+)
+from opentraces.store import EventLog
+from tests.conftest import CORPUS
+
+# One session per agent with a phrase of its own (read from the files), plus a skill user.
+SHORT = "claude-code/spotter-transcripts/short.jsonl"
+SKILLFUL = "claude-code/spotter-transcripts/8463c716-a2ea-4c14-9efa-87158ebd9f20.jsonl"
+CODEX_DEMO = ("codex/codemie-code/rollout-2026-05-11T13-28-45-019e1695-0522-7c83-8b39-"
+              "0dd379793f80.jsonl")
+CODEX_TOOLS = ("codex/codemie-code/rollout-2026-05-11T11-26-55-019e1625-789d-76c0-80ab-"
+               "3724b5ddb799.jsonl")
+PI_SESSION = "pi/pi-mono-history/session.jsonl"
+GEMINI_COPY = "gemini/codemie-code/session-2025-12-01T21-45-5b959dae.json"
+GEMINI_TOOLS = "gemini/codemie-code/session-2026-01-16T11-01-file-ops-37b7abef.json"
+FIRST_BATCH = [SHORT, SKILLFUL, CODEX_DEMO, CODEX_TOOLS, PI_SESSION, GEMINI_COPY]
+LATER = GEMINI_TOOLS
+
+PHRASES = {  # distinctive words of one session's prompts -> that session's file
+    "mix phx.server doesnt seem to start": SHORT,
+    "draft demo scenario around governance": CODEX_DEMO,
+    "update the defailt context compart": CODEX_TOOLS,
+    "open the syspormpt ts file": PI_SESSION,
+    "lead_gemini.txt shorter consice": GEMINI_COPY,
+}
+
+
+def _import(settings: Settings, *rels: str) -> None:
+    sources = api.import_sources(settings, [CORPUS / rel for rel in rels])
+    assert [Path(s.path) for s in sources] == [CORPUS / rel for rel in rels]
+    api.import_sessions(settings, sources)
+
+
+def _trace_of(settings: Settings, rel: str) -> str:
+    for row in api.bucket_manifest(settings).traces:
+        if api.trace_get(settings, row["trace_id"]).metadata["source_paths"] == [
+                str(CORPUS / rel)]:
+            return row["trace_id"]
+    raise AssertionError(f"{rel} was not imported")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, dict[str, str]]]:
+    """A home with the first batch imported and indexed; file -> trace id."""
+    settings = load_settings(tmp_path_factory.mktemp("search") / "home")
+    _import(settings, *FIRST_BATCH)
+    search.index_refresh(settings)
+    yield settings, {rel: _trace_of(settings, rel) for rel in FIRST_BATCH}
+
+
+def _ids(result: search.QueryResult) -> list[str]:
+    return [c.trace_id for c in result.candidates]
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding sessions
+
+
+@pytest.mark.parametrize("phrase", list(PHRASES))
+def test_a_distinctive_phrase_finds_its_session_first(corpus, phrase: str) -> None:
+    settings, traces = corpus
+    result = search.trace_query(settings, phrase)
+    assert result.candidates, phrase
+    assert result.candidates[0].trace_id == traces[PHRASES[phrase]]
+    first = result.candidates[0]
+    assert first.matched_fields and first.score > 0
+    assert first.refs["trace"] == f"opentraces trace get {first.trace_id}"
+    assert len(set(_ids(result))) == len(result.candidates)  # one candidate per trace
+
+
+def test_candidates_are_units_with_their_facts(corpus) -> None:
+    settings, traces = corpus
+    hit = search.trace_query(settings, '"doesnt seem to start"').candidates[0]
+    assert hit.trace_id == traces[SHORT]
+    assert hit.title == "mix phx.server doesnt seem to start"
+    assert hit.facets["agent"] == "claude-code"
+    assert hit.facets["project"] == "home-marco-projects-spotter"
+    assert hit.facets["committed"] is False
+    assert hit.unit_id in (hit.trace_id, f"{hit.trace_id}:{hit.step_index}")
+    assert set(hit.matched_fields) <= {"title", "prompt"}
+
+
+def test_phrase_and_or(corpus) -> None:
+    settings, traces = corpus
+    # (another session read a test fixture holding this transcript: it matches too, lower)
+    assert _ids(search.trace_query(settings, '"seem to start"'))[0] == traces[SHORT]
+    assert search.trace_query(settings, '"start seem doesnt"').total == 0
+    assert traces[SHORT] in _ids(search.trace_query(settings, "start seem doesnt"))
+    # AND is the default; both words must be in one unit.
+    assert _ids(search.trace_query(settings, "governance budgetings")) == [traces[CODEX_DEMO]]
+    assert search.trace_query(settings, "governance AND lead_gemini.txt").total == 0
+    both = search.trace_query(settings, "governance OR lead_gemini.txt")
+    assert {traces[CODEX_DEMO], traces[GEMINI_COPY]} <= set(_ids(both))
+    # --lex: plain words, any of them
+    lex = search.trace_query(settings, "governance lead_gemini.txt", lex=True)
+    assert {traces[CODEX_DEMO], traces[GEMINI_COPY]} <= set(_ids(lex))
+    with pytest.raises(UsageError):
+        search.trace_query(settings, "x", sort="size")
+
+
+def test_facet_filters(corpus) -> None:
+    settings, traces = corpus
+    shown = search.trace_query(settings, "show tools")
+    assert {traces[CODEX_TOOLS]} <= set(_ids(shown))
+    codex = search.trace_query(settings, "show tools", facets={"agent": "codex-cli"})
+    assert codex.candidates and all(c.facets["agent"] == "codex-cli" for c in codex.candidates)
+    assert traces[CODEX_TOOLS] in _ids(codex)
+    assert search.trace_query(settings, "show tools", facets={"agent": "gemini-cli"}).total \
+        < shown.total
+
+    by_tool = search.trace_query(settings, "test", tool="exec_command", limit=50)
+    assert by_tool.candidates
+    assert all("exec_command" in c.facets["tool"] for c in by_tool.candidates)
+    assert {c.facets["agent"] for c in by_tool.candidates} == {"codex-cli"}
+
+    ts = search.trace_query(settings, "model", files="*.ts", limit=50)
+    assert ts.candidates and all(any(f.endswith(".ts") for f in c.files) for c in ts.candidates)
+    typescript = search.trace_query(settings, "", facets={"file_kind": "typescript"}, limit=50)
+    assert set(_ids(typescript)) == set(_ids(search.trace_query(settings, "", files="*.ts",
+                                                               limit=50)))
+
+    skilled = search.trace_query(settings, "", skill="handgemacht:commit")
+    assert _ids(skilled) == [traces[SKILLFUL]]
+    assert "handgemacht:commit" in skilled.candidates[0].skills
+    assert search.trace_query(settings, "", skill="no-such-skill").total == 0
+    with pytest.raises(UsageError):
+        search.trace_query(settings, "", facets={"colour": "red"})
+
+
+def test_project_cwd_and_since(corpus) -> None:
+    settings, traces = corpus
+    # a project by its folder, its slug or the slug's last part
+    for name in ("/home/marco/projects/spotter", "home-marco-projects-spotter", "spotter"):
+        assert _ids(search.trace_query(settings, "", project=name)) == [traces[SHORT]]
+    here = search.trace_query(settings, "", cwd=Path("/home/marco/projects/spotter"))
+    assert _ids(here) == [traces[SHORT]]
+    assert search.trace_query(settings, "", cwd=Path("/home/marco/projects/spot")).total == 0
+    recent = search.trace_query(settings, "", since="2026-05-01", limit=50)
+    assert set(_ids(recent)) == {traces[CODEX_DEMO], traces[CODEX_TOOLS]}
+    assert search.parse_since("12h", datetime(2026, 1, 2, tzinfo=UTC)) == int(
+        datetime(2026, 1, 1, 12, tzinfo=UTC).timestamp())
+    assert search.parse_since("7d", datetime(2026, 1, 8, tzinfo=UTC)) == int(
+        datetime(2026, 1, 1, tzinfo=UTC).timestamp())
+    with pytest.raises(UsageError):
+        search.parse_since("last tuesday")
+
+
+def test_pagination_round_trip(corpus) -> None:
+    settings, _ = corpus
+    whole = search.trace_query(settings, "file", limit=200)
+    assert whole.total == whole.total_returned >= 5 and not whole.has_more
+    seen: list[str] = []
+    token = None
+    pages = 0
+    while True:
+        page = search.trace_query(settings, "file", limit=2, page_token=token)
+        pages += 1
+        assert page.total == whole.total and page.total_returned == len(page.candidates)
+        seen += [c.unit_id for c in page.candidates]
+        if not page.has_more:
+            assert page.next_page_token is None
+            break
+        assert page.total_returned == 2 and page.next_page_token
+        token = page.next_page_token
+    assert pages == (whole.total + 1) // 2
+    assert seen == [c.unit_id for c in whole.candidates]  # same order, no duplicates
+    assert len({u.split(":")[0] for u in seen}) == len(seen)
+    with pytest.raises(UsageError, match="another query"):
+        search.trace_query(settings, "model", limit=2, page_token=token)
+    with pytest.raises(UsageError):
+        search.trace_query(settings, "file", page_token="garbage!")
+
+
+def test_sort_by_time(corpus) -> None:
+    settings, _ = corpus
+    newest = search.trace_query(settings, "file", sort="time", limit=50)
+    times = [c.time or "" for c in newest.candidates]
+    assert times == sorted(times, reverse=True) and len(times) >= 5
+    assert {c.unit_id for c in newest.candidates} == {
+        c.unit_id for c in search.trace_query(settings, "file", sort="time", limit=50).candidates}
+    listing = search.trace_query(settings, "", limit=50)  # no words: traces, newest first
+    assert all(c.step_index is None for c in listing.candidates)
+    assert len(listing.candidates) == len(FIRST_BATCH)
+    assert [c.time for c in listing.candidates] == sorted(
+        (c.time for c in listing.candidates), key=lambda t: t or "", reverse=True)
+
+
+def test_skills(corpus) -> None:
+    settings, traces = corpus
+    result = search.trace_skills(settings)
+    assert result.total_skills == len(result.skills) > 0
+    assert result.total_invocations == sum(s.invocations for s in result.skills)
+    counts = [s.invocations for s in result.skills]
+    assert counts == sorted(counts, reverse=True)
+    (one,) = search.trace_skills(settings, "handgemacht:commit").skills
+    assert one.traces == 1 and one.recent_traces == [traces[SKILLFUL]] and one.last_seen
+    assert search.trace_skills(settings, "nope").skills == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Freshness, upkeep, determinism
+
+
+@pytest.fixture
+def bulk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Imports behave like a bulk import: they leave the lazy index behind."""
+    monkeypatch.setattr(api, "LAZY_CATCH_UP_EVENTS", 0)
+
+
+def test_a_small_import_keeps_the_index_current(settings: Settings) -> None:
+    _import(settings, SHORT)
+    status = search.index_status(settings)
+    assert status.state == "fresh" and status.lag == 0 and status.doc_count > 0
+    assert api.status(settings).freshness == "fresh"
+
+
+def test_a_bulk_import_leaves_the_index_lagging(settings: Settings, bulk: None) -> None:
+    _import(settings, SHORT)
+    search.index_refresh(settings)
+    _import(settings, CODEX_DEMO)
+    report = api.status(settings)
+    assert report.verdict == "ok" and report.freshness == "stale"
+    assert report.next_command == "opentraces trace index refresh"
+    assert any(c.name == "projection search_index" and c.ok for c in api.doctor(settings).checks)
+
+
+def test_missing_index_needs_maintenance(settings: Settings, bulk: None) -> None:
+    _import(settings, SHORT)
+    with pytest.raises(MaintenanceNeeded) as caught:
+        search.trace_query(settings, "phx")
+    assert caught.value.next_command == "opentraces trace index refresh"
+    status = search.index_status(settings)
+    assert status.state == "missing" and status.doc_count == 0 and status.lag > 0
+    group = LazyGroup(commands={"query": query})
+    out = CliRunner().invoke(group, ["query", "phx", "--json"])
+    assert out.exit_code == 3
+    body = json.loads(out.stdout)
+    assert body["error"]["code"] == "maintenance_needed"
+    assert body["next_command"] == "opentraces trace index refresh"
+
+
+def test_an_empty_home_answers_nothing(settings: Settings) -> None:
+    result = search.trace_query(settings, "anything")
+    assert result.total == 0 and result.freshness.head == 0 and not result.freshness.stale
+    assert not settings.home.exists()
+
+
+def test_lag_is_reported_then_refreshed_and_digests_agree(settings: Settings,
+                                                         bulk: None) -> None:
+    _import(settings, SHORT, CODEX_DEMO)
+    first = search.index_refresh(settings)
+    assert first.state == "fresh" and first.lag == 0 and first.doc_count > 2
+    _import(settings, GEMINI_COPY)
+    lagging = search.trace_query(settings, "lead_gemini.txt")
+    assert lagging.freshness.stale and lagging.freshness.lag > 0
+    assert lagging.freshness.position == first.position
+    assert lagging.next_command == "opentraces trace index refresh"
+    assert lagging.total == 0  # answered from what the index holds
+    assert search.index_status(settings).state == "lagging"
+    refreshed = search.index_refresh(settings)
+    assert refreshed.lag == 0 and refreshed.events_applied == lagging.freshness.lag
+    found = search.trace_query(settings, "lead_gemini.txt")
+    assert found.total == 1 and not found.freshness.stale and found.next_command is None
+    rebuilt = search.index_rebuild(settings)
+    assert rebuilt.digest == refreshed.digest and rebuilt.doc_count == refreshed.doc_count
+    assert _ids(search.trace_query(settings, "file", limit=50)) == _ids(
+        search.trace_query(settings, "file", limit=50))
+    # repair catches the lazy index up too, and finds nothing wrong with it
+    _import(settings, PI_SESSION)
+    report = api.repair(settings)
+    assert "search_index" in report.projections_caught_up and not report.errors
+    assert search.index_status(settings).state == "fresh"
+
+
+def test_read_commands_never_write(corpus, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, _ = corpus
+    monkeypatch.setenv("OPENTRACES_HOME", str(settings.home))
+    build = (settings.projections_dir / "search_index").resolve()
+
+    def snapshot() -> dict[str, tuple[int, int]]:
+        found = {".": (build.stat().st_mtime_ns, 0)}
+        for root, dirs, files in os.walk(build):
+            for name in dirs + files:
+                path = Path(root) / name
+                found[str(path.relative_to(build))] = (path.stat().st_mtime_ns,
+                                                       path.stat().st_size)
+        return found
+
+    before = snapshot()
+    runner = CliRunner()
+    for command, args in ((query, ["phx", "--json"]), (query, ["--json"]),
+                          (query, ["--skill", "handgemacht:commit", "--json"]),
+                          (skills, ["--json"]), (index, ["--json"]),
+                          (index, ["status", "--json"])):
+        out = runner.invoke(command, args, catch_exceptions=False)
+        assert out.exit_code == 0, out.output
+    search.trace_query(settings, "model", files="*.ts", since="2020-01-01")
+    search.trace_skills(settings)
+    search.index_status(settings)
+    assert snapshot() == before
+
+
+def test_index_is_idempotent_after_a_crash(tmp_path: Path, settings: Settings) -> None:
+    """Side tables committed, whoosh not: feeding the events again writes each unit once."""
+    _import(settings, SHORT, GEMINI_COPY)
+    with EventLog.open(settings.store) as log:
+        records = log.page(0, 100000)
+    half = len(records) // 2
+
+    clean = SearchIndex(tmp_path / "clean")
+    clean.apply_page(records)
+    clean.finish()
+
+    crashed = SearchIndex(tmp_path / "crashed")
+    crashed.apply_page(records[:half])
+    crashed.finish()
+    crashed.apply_page(records[half:])  # side tables commit; the process dies before finish
+    crashed.close()
+    again = SearchIndex(tmp_path / "crashed")
+    assert again.position() == records[half - 1].position
+    assert again.apply_page(records[half:]) == len(records) - half  # nothing new for the rows
+    again.finish()
+    # every unit marked dirty and written once more: still one document per unit
+    with sqlite3.connect(again.path) as conn:
+        conn.execute("INSERT INTO dirty SELECT trace_id, -2 FROM traces")
+    again.finish()
+    for proj in (clean, again):
+        assert proj.problems() == [] and proj.position() == records[-1].position
+    assert again.digest() == clean.digest()
+    assert again.open_index().doc_count() == clean.open_index().doc_count()
+    again.close()
+    clean.close()
+
+
+def test_a_reread_transcript_replaces_its_documents(settings: Settings) -> None:
+    """A new generation from offset 0 drops the old steps; their documents go too."""
+    trace_id = ev.trace_id_for("pi", "regen")
+    stream = ev.stream("trace", trace_id)
+    start = ev.SessionStarted(trace_id=trace_id, session_id="regen",
+                              agent=ev.AgentInfo(name="pi"), cwd="/w/shop")
+
+    def segment(generation: int) -> ev.SourceSegmentRead:
+        return ev.SourceSegmentRead(path="/logs/regen.jsonl", generation=generation,
+                                    start_offset=0, end_offset=10, line_count=1)
+
+    api.append(settings, stream, [start, segment(0),
+                                  ev.StepRecorded(step_index=0, role="user",
+                                                  content="tangerine checkout"),
+                                  ev.StepRecorded(step_index=1, role="agent",
+                                                  content="obsolete marmalade")])
+    search.index_refresh(settings)
+    assert search.trace_query(settings, "marmalade").total == 1
+    api.append(settings, stream, [segment(1),
+                                  ev.StepRecorded(step_index=0, role="user",
+                                                  content="tangerine checkout")])
+    search.index_refresh(settings)
+    assert search.trace_query(settings, "marmalade").total == 0
+    assert search.trace_query(settings, "tangerine").total == 1
+    assert search.index_status(settings).doc_count == 2  # the step and the trace
+    assert search.index_rebuild(settings).digest == search.index_status(settings).digest
+
+
+def test_committed_is_a_facet_from_anchors(settings: Settings) -> None:
+    trace_id = ev.trace_id_for("claude-code", "anchored")
+    api.append(settings, ev.stream("trace", trace_id), [
+        ev.SessionStarted(trace_id=trace_id, session_id="anchored",
+                          agent=ev.AgentInfo(name="claude-code"), cwd="/w/shop"),
+        ev.StepRecorded(step_index=0, role="user", content="rename the quokka module"),
+        ev.StepRecorded(step_index=1, role="agent", content="Done.", tool_calls=[
+            ev.ToolCall(tool_call_id="c1", tool_name="Edit",
+                        input={"file_path": "/w/shop/src/quokka.py"})]),
+        ev.PatchRecorded(patch_id="p1", trace_id=trace_id, step_index=1, tool_call_id="c1",
+                         tool_name="Edit", path="/w/shop/src/quokka.py"),
+    ])
+    search.index_refresh(settings)
+    assert search.trace_query(settings, "quokka", facets={"committed": "true"}).total == 0
+    (hit,) = search.trace_query(settings, "quokka", files="src/*.py").candidates
+    assert hit.files == ["src/quokka.py"] and hit.facets["file_kind"] == ["py", "python"]
+    api.append(settings, ev.stream("repo", "shop"), [
+        ev.AnchorRecorded(anchor_id="a1", patch_id="p1", trace_id=trace_id, repo_key="shop",
+                          commit="c0ffee", path="src/quokka.py", evidence_tier="exact",
+                          evidence_firmness="firm")])
+    search.index_refresh(settings)
+    committed = search.trace_query(settings, "quokka", facets={"committed": "yes"})
+    assert committed.total == 1 and committed.candidates[0].facets["committed"] is True
+    assert search.trace_query(settings, "rename", facets={"committed": "true"}).total == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def _json(command: click.Command, *args: str) -> dict:
+    out = CliRunner().invoke(command, [*args, "--json"], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    return json.loads(out.stdout)
+
+
+def test_query_command_envelope(corpus, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, traces = corpus
+    monkeypatch.setenv("OPENTRACES_HOME", str(settings.home))
+    body = _json(query, "draft", "demo", "scenario", "--limit", "3")
+    assert body["status"] == "ok" and body["schema_version"] == "opentraces.trace.query.v1"
+    assert {"total", "total_returned", "has_more", "next_page_token", "freshness",
+            "candidates", "next_command", "next_steps"} <= set(body)
+    assert set(body["freshness"]) == {"built_at", "stale", "position", "head", "lag"}
+    first = body["candidates"][0]
+    assert first["trace_id"] == traces[CODEX_DEMO]
+    assert {"unit_id", "trace_id", "step_index", "title", "headline", "summary", "score",
+            "matched_fields", "facets", "files", "skills", "refs"} <= set(first)
+    paged = _json(query, "file", "--limit", "2")
+    assert paged["has_more"]
+    after = _json(query, "file", "--limit", "2", "--page-token", paged["next_page_token"])
+    assert not {c["unit_id"] for c in after["candidates"]} & {
+        c["unit_id"] for c in paged["candidates"]}
+    facet = _json(query, "show", "tools", "--facet", "agent=gemini-cli", "--sort", "time")
+    assert all(c["facets"]["agent"] == "gemini-cli" for c in facet["candidates"])
+    skill = _json(query, "--skill", "handgemacht:commit")
+    assert [c["trace_id"] for c in skill["candidates"]] == [traces[SKILLFUL]]
+    text = CliRunner().invoke(query, ["mix", "phx.server"], catch_exceptions=False)
+    assert text.exit_code == 0 and traces[SHORT] in text.stdout
+    bad = CliRunner().invoke(query, ["x", "--facet", "agent"])
+    assert bad.exit_code == 2
+
+
+def test_query_cwd_flag_defaults_to_the_current_folder(corpus, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, _ = corpus
+    monkeypatch.setenv("OPENTRACES_HOME", str(settings.home))
+    monkeypatch.chdir(tmp_path)
+    body = _json(query, "--cwd")
+    assert body["total"] == 0
+    assert _json(query, "--cwd", "/home/marco/projects/spotter")["total"] == 1
+
+
+def test_skills_and_index_commands(corpus, settings: Settings, bulk: None,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    home, _ = corpus
+    monkeypatch.setenv("OPENTRACES_HOME", str(home.home))
+    body = _json(skills)
+    assert body["schema_version"] == "opentraces.trace.skills.v1"
+    assert body["total_skills"] == len(body["skills"]) > 0
+    one = _json(skills, "--skill", "handgemacht:commit")
+    assert one["skills"][0]["traces"] == 1 and one["total_invocations"] >= 1
+    status = _json(index)
+    assert status["schema_version"] == "opentraces.trace.index.v1"
+    assert status["action"] == "status" and status["lag"] == 0 and status["doc_count"] > 0
+    assert status["bytes"] > 0 and status["next_command"] is None
+
+    # a home of its own for refresh and rebuild
+    monkeypatch.setenv("OPENTRACES_HOME", str(settings.home))
+    _import(settings, SHORT)
+    assert _json(index)["next_command"] == "opentraces trace index refresh"
+    refreshed = _json(index, "refresh")
+    assert refreshed["action"] == "refresh" and refreshed["lag"] == 0
+    assert refreshed["events_applied"] == refreshed["head"]
+    rebuilt = _json(index, "rebuild")
+    assert rebuilt["digest"] == refreshed["digest"]
+    text = CliRunner().invoke(index, ["refresh"], catch_exceptions=False)
+    assert text.exit_code == 0 and "search index fresh" in text.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# What a tool call contributes
+
+
+def test_paths_and_commands_from_tool_inputs() -> None:
+    assert paths_in_command("sed -n '70,150p' src/app/plugin.ts && cat README.md | head") == [
+        "src/app/plugin.ts", "README.md"]
+    assert paths_in_command("mix phx.server 2>&1; curl https://x.org/a.py") == []
+    codex = ev.ToolCall(tool_call_id="c", tool_name="shell",
+                        input={"command": ["bash", "-lc", "pytest tests/test_cart.py -q"]})
+    assert call_facts(codex) == ("bash -lc pytest tests/test_cart.py -q",
+                                 ["tests/test_cart.py"], [])
+    patch = ev.ToolCall(tool_call_id="p", tool_name="apply_patch", input={
+        "input": "*** Begin Patch\n*** Update File: src/cart.py\n@@\n-a\n+b\n"
+                 "*** Add File: docs/new.md\n*** End Patch"})
+    assert call_facts(patch)[1] == ["src/cart.py", "docs/new.md"]
+    glob = ev.ToolCall(tool_call_id="g", tool_name="Glob",
+                       input={"pattern": "*.ex", "path": "/home/me/app"})
+    assert call_facts(glob) == ("*.ex", [], ["/home/me/app"])
+    assert file_kinds("lib/a.EX") == ["ex", "elixir"] and file_kinds("Makefile") == []
+
+
+def test_flushing_in_the_middle_of_a_catch_up_gives_the_same_index(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    _import(settings, SHORT, GEMINI_COPY)
+    whole = search.index_rebuild(settings)
+    import opentraces.projections.search_index as module
+
+    monkeypatch.setattr(module, "FLUSH_UNITS", 3)  # commit after every page that dirties 3
+    monkeypatch.setattr("opentraces.projections.runner.PAGE_SIZE", 50)
+    pieces = search.index_rebuild(settings)
+    assert (pieces.digest, pieces.doc_count) == (whole.digest, whole.doc_count)
+    assert _ids(search.trace_query(settings, "lead_gemini.txt")) == [
+        _trace_of(settings, GEMINI_COPY)]
