@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "bucket": "bucket:bucket",
     "import": "capture:import_",
     "trace": "trace:trace",
+    "ctx": "ctx:ctx",
     "setup": "setup:setup",
     "init": "enroll:init",
     "remove": "enroll:remove",

@@ -158,6 +158,8 @@ def projection_names() -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Writing
 
+__all__ += ["LAZY_CATCH_UP_EVENTS", "catch_up_after_write"]
+
 #: After a write, a lazy projection (the search index) is caught up too when it is at most this
 #: many events behind: hook-driven imports keep it current, a bulk import leaves it to
 #: `trace index refresh`.

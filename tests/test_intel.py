@@ -93,7 +93,8 @@ def test_large_output_is_measured_on_the_whole_output(records: dict[str, TraceRe
     assert [(f["step_index"], f["evidence"]["output_chars"], f["severity"]) for f in found] \
         == [(2, 58050, "high")]
     assert found[0]["evidence"]["target"].endswith("extract-coderabbit-feedback.py")
-    assert found[0]["finding_id"].startswith("cw_") and found[0]["node_id"] is None
+    assert found[0]["finding_id"].startswith("cw_")
+    assert found[0]["node_id"] == records["cc_ea02"].steps[2].context_node_id  # the tree's node
 
 
 def test_an_output_just_under_the_threshold_is_not_large(records: dict[str, TraceRecord]) -> None:

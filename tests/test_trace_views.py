@@ -182,9 +182,9 @@ def test_landmarks_of_a_real_trace(settings: Settings) -> None:
     kinds: dict[str, list[int]] = {}
     for mark in marks:
         kinds.setdefault(mark["type"], []).append(mark["step"])
-        assert mark["node_id"] in (f"{record.trace_id}:{mark['step']}",
-                                   f"{record.trace_id}:{mark['step']}-"
-                                   + mark["node_id"].rpartition("-")[2])
+        # a step's context-tree node, or a range address for a burst of edits
+        assert mark["node_id"] == record.steps[mark["step"]].context_node_id \
+            or mark["node_id"].startswith(f"{record.trace_id}:{mark['step']}-")
     assert kinds["first_prompt"] == [0]
     assert kinds["user_instruction"] == [2, 4, 6, 34, 40, 46, 51, 60, 77, 101]
     assert kinds["commit"] == [19, 71, 91, 99, 108, 110]
@@ -448,7 +448,8 @@ def test_cli_envelopes(settings: Settings) -> None:
     step = run("trace", "get", f"{tid[:6]}:19")
     assert step["schema_version"] == "opentraces.trace.step.v1" and step["status"] == "ok"
     assert step["trace_id"] == tid and step["step"] == api.to_builtins(record.steps[19])
-    assert step["context_node_id"] is None and step["freshness"]["stale"] is False
+    assert step["context_node_id"] == record.steps[19].context_node_id
+    assert step["context_node_id"].startswith("ctxn_") and step["freshness"]["stale"] is False
     steps = run("trace", "get", f"{tid}:60-last")
     assert steps["schema_version"] == "opentraces.trace.steps.v1"
     assert (steps["start_step_index"], steps["end_step_index"]) == (60, 111)
