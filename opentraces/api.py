@@ -22,7 +22,6 @@ import msgspec
 
 from opentraces import __version__
 from opentraces.blobs import BlobStore, blob_refs
-from opentraces.capture.importer import ImportReport
 from opentraces.config import Settings, load_settings, settings_from_environment
 from opentraces.errors import EventDecodeError, MaintenanceNeeded, OpentracesError
 from opentraces.events import BlobRef, Event, Recorded
@@ -32,7 +31,6 @@ __all__ = [
     "BucketStatus",
     "DoctorCheck",
     "DoctorReport",
-    "ImportReport",
     "ImportSource",
     "MaintenanceNeeded",
     "ManifestView",
@@ -159,6 +157,7 @@ def projection_names() -> list[str]:
 # Writing
 
 __all__ += ["LAZY_CATCH_UP_EVENTS", "catch_up_after_write"]
+_LAZY_CAPTURE = {"ImportReport": ("opentraces.capture.importer", "ImportReport")}
 
 #: After a write, a lazy projection (the search index) is caught up too when it is at most this
 #: many events behind: hook-driven imports keep it current, a bulk import leaves it to
@@ -717,7 +716,8 @@ __all__ += [
 
 # Imported on first use: compiling the detectors' and the map's patterns costs ~30 ms and the
 # git layer ~100 ms, which every command importing this module would otherwise pay.
-_LAZY = {"BURST_GAP": ("opentraces.trace_map", "BURST_GAP"),
+_LAZY = {**_LAZY_CAPTURE,
+         "BURST_GAP": ("opentraces.trace_map", "BURST_GAP"),
          "bursts": ("opentraces.trace_map", "bursts"),
          "record_card": ("opentraces.trace_map", "record_card"),
          "trace_map": ("opentraces.trace_map", "trace_map"),
