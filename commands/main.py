@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "import": "capture:import_",
     "trace": "trace:trace",
     "ctx": "ctx:ctx",
+    "trail": "trail:trail",
     "setup": "setup:setup",
     "init": "enroll:init",
     "remove": "enroll:remove",

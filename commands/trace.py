@@ -385,8 +385,9 @@ def summary(r: dict[str, Any]) -> str:
 
 
 # Subcommands kept in their own modules, registered here so that `trace --help` lists them.
+from opentraces.commands.teleport import teleport  # noqa: E402
 from opentraces.commands.trace_intel import trace_compare  # noqa: E402
 from opentraces.commands.trace_search import index, query, skills  # noqa: E402
 
-for _command in (query, skills, index, trace_compare):
+for _command in (query, skills, index, trace_compare, teleport):
     trace.add_command(_command)

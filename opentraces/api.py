@@ -732,7 +732,15 @@ _LAZY = {**_LAZY_CAPTURE,
          **{name: ("opentraces.trail", name) for name in (
              "BlameCommit", "BlameTrace", "CommitNotFound", "NotARepository", "SyncReport",
              "TrackReport", "TrailGraph", "blame_commit", "blame_trace",
-             "request_anchor_search", "trail_graph", "trail_sync", "trail_track")},
+             "request_anchor_search", "trail_graph", "trail_sync", "trail_track",
+             "AttachReport", "BadTrailUri", "BundleRejected", "GhFailed", "GhUnavailable",
+             "LineExplain", "Resolved", "StepExplain", "TeleportExport", "TeleportOpen",
+             "Timeline", "TraceGraph", "TrailObjectNotFound", "pr_create", "pr_render",
+             "pr_update", "render_commit_graph", "render_trace_graph", "teleport_export",
+             "teleport_open")},
+         **{f"trail_{name}": ("opentraces.trail", name) for name in (
+             "attach", "commit_rail", "explain", "explain_line", "resolve", "sync_patch",
+             "timeline", "trace_graph")},
          # Context tree
          **{name: ("opentraces.context", name) for name in (
              "ContextNodeNotFound", "NoAnchor", "ctx_anchor_for_step", "ctx_compactions",

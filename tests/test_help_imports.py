@@ -47,7 +47,9 @@ def _imported_by_log(stderr: str) -> list[str]:
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["-h"], ["bucket", "--help"],
-                                  ["rebuild", "--help"], ["status", "--help"]])
+                                  ["rebuild", "--help"], ["status", "--help"],
+                                  ["trace", "--help"], ["trace", "teleport", "--help"],
+                                  ["trail", "--help"], ["ctx", "--help"]])
 def test_help_imports_no_heavy_package(argv: list[str]) -> None:
     code = PROBE.replace("ARGV", repr(argv))
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code],

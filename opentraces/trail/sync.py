@@ -260,7 +260,7 @@ def trail_sync(target: Any, *, repo: Path | None = None,
         by_root: dict[Path, list[ev.PatchRecorded]] = {}
         roots: dict[str, Path | None] = {}
         derived = without = 0
-        wanted = find_repo_root(repo) if repo is not None else None
+        wanted = find_repo_root(Path(repo).absolute()) if repo is not None else None
         if repo is not None and wanted is None:
             from opentraces.trail.gitrepo import NotARepository
 
@@ -382,9 +382,10 @@ def trail_track(target: Any, *, trace: str | None = None, patch: str | None = No
                 limit: int | None = None, progress: Progress | None = None) -> TrackReport:
     """Walk anchored patches to HEAD and record their survival (when it changed).
 
-    Choose what to track with exactly one of ``trace``, ``patch``, ``anchor``, ``since`` (an
-    ISO-8601 time: patches authored at or after it) or ``all``. ``limit`` keeps the newest
-    patches only. ``progress`` is called per repository walked with ``(patches, total)``.
+    Choose what to track with exactly one of ``trace`` (an id or unique prefix), ``patch``,
+    ``anchor``, ``since`` (an ISO-8601 time: patches authored at or after it) or ``all``.
+    ``limit`` keeps the newest patches only. ``progress`` is called per repository walked
+    with ``(patches, total)``.
 
     Raises:
         UsageError: no selector, or more than one.
@@ -400,6 +401,7 @@ def trail_track(target: Any, *, trace: str | None = None, patch: str | None = No
         view = ws.runner().open("trail")
         rows = view.anchored() if view is not None else []
         if trace is not None:
+            trace = _resolve_trace(ws, trace)
             rows = view.patches_of_trace(trace) if view is not None else []
         elif patch is not None:
             rows = [r for r in rows if r["patch_id"] == patch]
@@ -509,6 +511,12 @@ def _view(ws: Any) -> Any:
     return ws.runner().open("trail")
 
 
+def _resolve_trace(ws: Any, ref: str) -> str:
+    from opentraces.trail.views import resolve_trace  # views builds on this module
+
+    return resolve_trace(ws, ref)
+
+
 def _trace_refs(ws: Any, trace_ids: list[str]) -> list[TraceRef]:
     """Title and agent of traces, from the traces projection when it is built."""
     proj = ws.runner().open("traces")
@@ -529,7 +537,7 @@ def blame_commit(target: Any, sha: str, repo: Path) -> BlameCommit:
     ranges and the evidence for each patch (read-only)."""
     from opentraces.api import open_workspace
 
-    root = find_repo_root(repo)
+    root = find_repo_root(Path(repo).absolute())  # a user's folder, maybe relative
     if root is None:
         from opentraces.trail.gitrepo import NotARepository
 
@@ -604,10 +612,15 @@ def _ranges(numbers: list[int]) -> list[list[int]]:
 
 
 def blame_trace(target: Any, trace: str) -> BlameTrace:
-    """Which commits carry a trace's patches (read-only)."""
+    """Which commits carry a trace's patches (read-only); ``trace`` may be a unique prefix.
+
+    Raises:
+        TraceNotFound, AmbiguousTrace: no trace, or several, match ``trace``.
+    """
     from opentraces.api import open_workspace
 
     with open_workspace(target, readonly=True) as ws:
+        trace = _resolve_trace(ws, trace)
         view = _view(ws)
         rows = view.anchored(trace) if view is not None else []
     commits: dict[str, TraceCommit] = {}
@@ -625,6 +638,8 @@ def trail_graph(target: Any, *, trace: str | None = None) -> TrailGraph:
     from opentraces.api import open_workspace
 
     with open_workspace(target, readonly=True) as ws:
+        if trace is not None:
+            trace = _resolve_trace(ws, trace)
         view = _view(ws)
         rows = view.anchored(trace) if view is not None else []
     lines: dict[str, dict[str, int]] = {}
