@@ -66,5 +66,13 @@ def import_(ctx: click.Context, paths: tuple[Path, ...], agents: tuple[str, ...]
                      "were imported (working folder /home/sample/opentraces-demo).")
     elif report.sources_scanned == 0:
         steps.append("No agent transcripts were found; pass a file or folder to import.")
-    emit(ctx, "opentraces.import.v1", body, text=text, next_steps=steps,
-         next_command="opentraces status" if report.events_appended else None)
+    if report.trail:
+        text += (f"\nTrace Trails: {report.trail['patches_derived']} new patches, "
+                 f"{report.trail['anchors_recorded']} anchored in git")
+    nxt = "opentraces status" if report.events_appended else None
+    index = api.index_status(settings) if report.events_appended else None
+    if index is not None and index.lag:
+        steps.append(f"The search index is {index.lag} events behind (a large import does not "
+                     "index as it goes); `opentraces trace index refresh` catches it up.")
+        nxt = "opentraces trace index refresh"
+    emit(ctx, "opentraces.import.v1", body, text=text, next_steps=steps, next_command=nxt)

@@ -162,7 +162,7 @@ _LAZY_CAPTURE = {"ImportReport": ("opentraces.capture.importer", "ImportReport")
 #: After a write, a lazy projection (the search index) is caught up too when it is at most this
 #: many events behind: hook-driven imports keep it current, a bulk import leaves it to
 #: `trace index refresh`.
-LAZY_CATCH_UP_EVENTS = 5_000
+LAZY_CATCH_UP_EVENTS = 2_000
 
 
 def catch_up_after_write(ws: Workspace, progress: Progress | None = None) -> None:
