@@ -1,9 +1,8 @@
 """The `ctx` commands and `trace get <t>:<n> --resume` on real corpus files.
 
 Expected values come from the raw transcripts (read with the helpers of
-``tests/test_context_tree.py``), not from the library the commands call. The `ctx` group is
-invoked directly; error exit codes are checked through the CLI's own error path
-(:class:`~opentraces.commands.main.LazyGroup`), which is what maps an error to its exit code.
+``tests/test_context_tree.py``), not from the library the commands call. Every command runs
+through the root command, as a user runs it (its error path maps errors to exit codes).
 """
 
 from __future__ import annotations
@@ -14,14 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
 from click.testing import CliRunner, Result
 
 from opentraces import api
 from opentraces import events as ev
-from opentraces.commands.ctx import ctx
-from opentraces.commands.main import LazyGroup, cli
+from opentraces.commands.main import cli
 from opentraces.config import Settings
 from tests.conftest import CORPUS
 from tests.test_context_tree import (
@@ -40,13 +37,14 @@ TOOL_HEAVY = SPOTTER / "tool_heavy.jsonl"
 PI = CORPUS / "pi" / "pi-mono-history" / "session.jsonl"
 
 
-def invoke(group: click.Group, *args: str) -> Result:
-    return CliRunner().invoke(group, list(args), catch_exceptions=False)
+def invoke(*args: str) -> Result:
+    """`opentraces ctx <args>`."""
+    return CliRunner().invoke(cli, ["ctx", *args])
 
 
 def run(*args: str) -> dict[str, Any]:
     """`ctx <args> --json`, which must succeed: the envelope."""
-    result = invoke(ctx, *args, "--json")
+    result = invoke(*args, "--json")
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
     assert body["status"] == "ok", body
@@ -55,22 +53,15 @@ def run(*args: str) -> dict[str, Any]:
 
 def fail(*args: str, code: int) -> dict[str, Any]:
     """`opentraces --json ctx <args>`, which must fail with ``code``: the error envelope."""
-    result = CliRunner().invoke(cli_with_ctx(), ["--json", "ctx", *args])
+    result = CliRunner().invoke(cli, ["--json", "ctx", *args])
     assert result.exit_code == code, result.output
     body = json.loads(result.stdout)
     assert body["schema_version"] == "opentraces.error.v1"
     return body
 
 
-def cli_with_ctx() -> click.Group:
-    """The real entry point with `ctx` added, as commands/main.py will register it."""
-    assert isinstance(cli, LazyGroup)
-    return LazyGroup(name="opentraces", lazy={**cli.lazy, "ctx": "ctx:ctx"}, params=cli.params,
-                     callback=cli.callback)
-
-
 def text(*args: str) -> str:
-    result = invoke(ctx, *args)
+    result = invoke(*args)
     assert result.exit_code == 0, result.output
     return result.stdout
 
@@ -204,7 +195,7 @@ def test_diff_between_rewind_siblings_and_later(settings: Settings) -> None:
     assert all(m["step_index"] >= rewind["step_index"] for m in added)
     shown = text("diff", rewind["node_id"], tree["active_leaf_id"], "--layer", "messages")
     assert shown.splitlines()[1] == f"messages: +{len(added)} -0 ~0"
-    bogus = CliRunner().invoke(ctx, ["diff", "a", "b", "--layer", "bogus"])
+    bogus = invoke(*["diff", "a", "b", "--layer", "bogus"])
     assert bogus.exit_code == 2 and "bogus" in bogus.stderr
 
 
@@ -252,7 +243,7 @@ def test_prune_dry_run_writes_nothing_and_write_never_overwrites(
     assert text("prune", node["node_id"], "--source-jsonl", str(claude_copy)).startswith(
         "would write (dry run) ")
 
-    done = invoke(ctx, "prune", node["node_id"], "--source-jsonl", str(claude_copy), "--write",
+    done = invoke("prune", node["node_id"], "--source-jsonl", str(claude_copy), "--write",
                   "--json")
     body = json.loads(done.stdout)
     out = Path(body["output"])
@@ -267,7 +258,7 @@ def test_prune_dry_run_writes_nothing_and_write_never_overwrites(
     again = fail("prune", node["node_id"], "--source-jsonl", str(claude_copy), "--write", code=2)
     assert again["status"] == "refused" and "never overwrites" in again["error"]["message"]
     assert out.read_bytes() == written
-    bad = CliRunner().invoke(ctx, ["prune", node["node_id"], "--source-jsonl", str(claude_copy),
+    bad = invoke(*["prune", node["node_id"], "--source-jsonl", str(claude_copy),
                                    "--to-session", "../elsewhere", "--write"])
     assert bad.exit_code == 2 and not (claude_copy.parent.parent / "elsewhere.jsonl").exists()
     named = run("prune", node["node_id"], "--source-jsonl", str(claude_copy), "--write",
@@ -335,7 +326,7 @@ def test_anchor_for_step(settings: Settings) -> None:
     trace_id = trace_of(REWOUND)
     body = fail("anchor-for-step", trace_id, "3", code=3)
     assert body["error"]["code"] == "no_anchor"
-    said = CliRunner().invoke(cli_with_ctx(), ["ctx", "anchor-for-step", trace_id, "3"])
+    said = CliRunner().invoke(cli, ["ctx", "anchor-for-step", trace_id, "3"])
     assert said.exit_code == 3 and said.stderr.startswith("Error: no commit is anchored")
     patched = "t-anchored"
     api.append(settings, ev.stream("trace", patched), [
@@ -369,7 +360,7 @@ def test_a_lagging_view_points_at_repair(settings: Settings) -> None:
     trace_id = trace_of(REWOUND)
     api.append(settings, ev.stream("trace", trace_id),
                [ev.StepRecorded(step_index=999, role="user", content="later")], catch_up=False)
-    result = invoke(ctx, "info", trace_id, "--json")
+    result = invoke("info", trace_id, "--json")
     body = json.loads(result.stdout)
     assert body["stale"] is True and body["next_command"] == "opentraces repair"
     assert body["next_steps"] and "opentraces repair" in body["next_steps"][0]

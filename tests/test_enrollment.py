@@ -15,7 +15,7 @@ from opentraces import api
 from opentraces import events as ev
 from opentraces.commands.config import config
 from opentraces.commands.enroll import init, remove
-from opentraces.commands.main import LazyGroup
+from opentraces.commands.main import cli
 from opentraces.config import Settings
 from opentraces.enrollment import BUCKET_STREAM, fold, project_key
 from opentraces.errors import UsageError
@@ -201,7 +201,8 @@ def test_fold_ignores_other_bucket_events() -> None:
 
 
 def invoke(command: click.Command, args: list[str]) -> dict:
-    result = CliRunner().invoke(command, [*args, "--json"], catch_exceptions=False)
+    """`opentraces <command> <args> --json` through the root command, as a user runs it."""
+    result = CliRunner().invoke(cli, [command.name or "", *args, "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
 
@@ -242,7 +243,7 @@ def test_init_import_existing(settings: Settings, project: Path,
 
 def test_init_text_output(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(project)
-    result = CliRunner().invoke(init, ["--agent", "pi"], catch_exceptions=False)
+    result = CliRunner().invoke(cli, ["init", "--agent", "pi"])
     assert result.exit_code == 0
     assert result.output.startswith(f"{project.resolve()} enrolled for pi (sessions from 20")
 
@@ -250,8 +251,7 @@ def test_init_text_output(project: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 def test_init_unknown_agent_is_exit_2_with_an_envelope(project: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(project)
-    group = LazyGroup(name="opentraces", lazy={"init": "enroll:init"})
-    result = CliRunner().invoke(group, ["init", "--agent", "cursor", "--json"])
+    result = CliRunner().invoke(cli, ["init", "--agent", "cursor", "--json"])
     assert result.exit_code == 2
     body = json.loads(result.output)
     assert body["status"] == "error"
@@ -267,7 +267,7 @@ def test_config_tracking_mode_command(settings: Settings) -> None:
     changed = invoke(config, ["tracking-mode", "manual"])
     assert (changed["mode"], changed["previous"], changed["changed"]) == ("manual", "global", True)
     assert invoke(config, ["tracking-mode", "manual"])["changed"] is False
-    text = CliRunner().invoke(config, ["tracking-mode"], catch_exceptions=False).output
+    text = CliRunner().invoke(cli, ["config", "tracking-mode"]).output
     assert text == "tracking mode: manual\n"
-    bad = CliRunner().invoke(config, ["tracking-mode", "sometimes"])
+    bad = CliRunner().invoke(cli, ["config", "tracking-mode", "sometimes"])
     assert bad.exit_code == 2

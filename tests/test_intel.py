@@ -407,41 +407,36 @@ def cli_home(corpus_home: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator
     yield corpus_home
 
 
-def _command() -> Any:
-    if not hasattr(api, "trace_compare"):
-        pytest.skip("opentraces.api does not re-export the Trace Intelligence functions yet")
-    from opentraces.commands.trace_intel import trace_compare
+def compare_cli(*args: str) -> Any:
+    """`opentraces trace compare …`, run the way a user runs it (through the root command)."""
+    from opentraces.commands.main import cli
 
-    return trace_compare
+    return CliRunner().invoke(cli, ["trace", "compare", *args])
 
 
 def test_trace_compare_json(records: dict[str, TraceRecord], cli_home: Settings) -> None:
-    command = _command()
     a, b = records["pi_before"], records["cc_fe5e"]
-    result = CliRunner().invoke(command, [a.trace_id[:12], b.trace_id, "--json"],
-                                catch_exceptions=False)
+    result = compare_cli(a.trace_id[:12], b.trace_id, "--json")
     assert result.exit_code == 0, result.output
     body = json.loads(result.output)
     assert (body["status"], body["schema_version"]) == ("ok", "opentraces.trace_compare.v1")
     expected = json.loads(json.dumps(intel.compare(a, b)))
     assert {k: body[k] for k in expected} == expected
     assert (body["next_command"], body["next_steps"]) == (None, [])
-    plain = CliRunner().invoke(command, [a.trace_id, b.trace_id, "--json", "--no-quality"],
-                               catch_exceptions=False)
+    plain = compare_cli(a.trace_id, b.trace_id, "--json", "--no-quality")
     assert "quality" not in json.loads(plain.output)["delta"]
 
 
 def test_trace_compare_text_and_unknown_trace(records: dict[str, TraceRecord],
                                               cli_home: Settings) -> None:
-    command = _command()
     a, b = records["pi_before"], records["cc_fe5e"]
-    result = CliRunner().invoke(command, [a.trace_id, b.trace_id], catch_exceptions=False)
+    result = compare_cli(a.trace_id, b.trace_id)
     assert result.exit_code == 0
     lines = result.output.splitlines()
     assert lines[1].split()[:3] == ["trace", a.trace_id[:12], b.trace_id[:12]]
     row = next(ln for ln in lines if ln.startswith("metrics.total_steps"))
     assert row.split()[1:] == [str(a.metrics.total_steps), str(b.metrics.total_steps),
                                str(b.metrics.total_steps - a.metrics.total_steps)]
-    missing = CliRunner().invoke(command, ["ffffffffffff", b.trace_id])
-    assert missing.exit_code != 0
-    assert isinstance(missing.exception, api.TraceNotFound)
+    missing = compare_cli("ffffffffffff", b.trace_id, "--json")
+    assert missing.exit_code == 2
+    assert json.loads(missing.output)["error"]["code"] == "trace_not_found"

@@ -9,14 +9,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import click
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from opentraces import api, search
 from opentraces import events as ev
-from opentraces.commands.main import LazyGroup
-from opentraces.commands.trace_search import index, query, skills
+from opentraces.commands.main import cli
 from opentraces.config import Settings, load_settings
 from opentraces.errors import MaintenanceNeeded, UsageError
 from opentraces.projections.search_index import (
@@ -256,8 +254,7 @@ def test_missing_index_needs_maintenance(settings: Settings, bulk: None) -> None
     assert caught.value.next_command == "opentraces trace index refresh"
     status = search.index_status(settings)
     assert status.state == "missing" and status.doc_count == 0 and status.lag > 0
-    group = LazyGroup(commands={"query": query})
-    out = CliRunner().invoke(group, ["query", "phx", "--json"])
+    out = invoke("query", ["phx", "--json"])
     assert out.exit_code == 3
     body = json.loads(out.stdout)
     assert body["error"]["code"] == "maintenance_needed"
@@ -312,12 +309,11 @@ def test_read_commands_never_write(corpus, monkeypatch: pytest.MonkeyPatch) -> N
         return found
 
     before = snapshot()
-    runner = CliRunner()
-    for command, args in ((query, ["phx", "--json"]), (query, ["--json"]),
-                          (query, ["--skill", "handgemacht:commit", "--json"]),
-                          (skills, ["--json"]), (index, ["--json"]),
-                          (index, ["status", "--json"])):
-        out = runner.invoke(command, args, catch_exceptions=False)
+    for command, args in (("query", ["phx", "--json"]), ("query", ["--json"]),
+                          ("query", ["--skill", "handgemacht:commit", "--json"]),
+                          ("skills", ["--json"]), ("index", ["--json"]),
+                          ("index", ["status", "--json"])):
+        out = invoke(command, args)
         assert out.exit_code == 0, out.output
     search.trace_query(settings, "model", files="*.ts", since="2020-01-01")
     search.trace_skills(settings)
@@ -415,8 +411,13 @@ def test_committed_is_a_facet_from_anchors(settings: Settings) -> None:
 # Commands
 
 
-def _json(command: click.Command, *args: str) -> dict:
-    out = CliRunner().invoke(command, [*args, "--json"], catch_exceptions=False)
+def invoke(command: str, args: list[str]) -> Result:
+    """`opentraces trace <command> …`, run the way a user runs it (through the root command)."""
+    return CliRunner().invoke(cli, ["trace", command, *args])
+
+
+def _json(command: str, *args: str) -> dict:
+    out = invoke(command, [*args, "--json"])
     assert out.exit_code == 0, out.output
     return json.loads(out.stdout)
 
@@ -424,7 +425,7 @@ def _json(command: click.Command, *args: str) -> dict:
 def test_query_command_envelope(corpus, monkeypatch: pytest.MonkeyPatch) -> None:
     settings, traces = corpus
     monkeypatch.setenv("OPENTRACES_HOME", str(settings.home))
-    body = _json(query, "draft", "demo", "scenario", "--limit", "3")
+    body = _json("query", "draft", "demo", "scenario", "--limit", "3")
     assert body["status"] == "ok" and body["schema_version"] == "opentraces.trace.query.v1"
     assert {"total", "total_returned", "has_more", "next_page_token", "freshness",
             "candidates", "next_command", "next_steps"} <= set(body)
@@ -433,18 +434,18 @@ def test_query_command_envelope(corpus, monkeypatch: pytest.MonkeyPatch) -> None
     assert first["trace_id"] == traces[CODEX_DEMO]
     assert {"unit_id", "trace_id", "step_index", "title", "headline", "summary", "score",
             "matched_fields", "facets", "files", "skills", "refs"} <= set(first)
-    paged = _json(query, "file", "--limit", "2")
+    paged = _json("query", "file", "--limit", "2")
     assert paged["has_more"]
-    after = _json(query, "file", "--limit", "2", "--page-token", paged["next_page_token"])
+    after = _json("query", "file", "--limit", "2", "--page-token", paged["next_page_token"])
     assert not {c["unit_id"] for c in after["candidates"]} & {
         c["unit_id"] for c in paged["candidates"]}
-    facet = _json(query, "show", "tools", "--facet", "agent=gemini-cli", "--sort", "time")
+    facet = _json("query", "show", "tools", "--facet", "agent=gemini-cli", "--sort", "time")
     assert all(c["facets"]["agent"] == "gemini-cli" for c in facet["candidates"])
-    skill = _json(query, "--skill", "handgemacht:commit")
+    skill = _json("query", "--skill", "handgemacht:commit")
     assert [c["trace_id"] for c in skill["candidates"]] == [traces[SKILLFUL]]
-    text = CliRunner().invoke(query, ["mix", "phx.server"], catch_exceptions=False)
+    text = invoke("query", ["mix", "phx.server"])
     assert text.exit_code == 0 and traces[SHORT] in text.stdout
-    bad = CliRunner().invoke(query, ["x", "--facet", "agent"])
+    bad = invoke("query", ["x", "--facet", "agent"])
     assert bad.exit_code == 2
 
 
@@ -453,21 +454,21 @@ def test_query_cwd_flag_defaults_to_the_current_folder(corpus, tmp_path: Path,
     settings, _ = corpus
     monkeypatch.setenv("OPENTRACES_HOME", str(settings.home))
     monkeypatch.chdir(tmp_path)
-    body = _json(query, "--cwd")
+    body = _json("query", "--cwd")
     assert body["total"] == 0
-    assert _json(query, "--cwd", "/home/marco/projects/spotter")["total"] == 1
+    assert _json("query", "--cwd", "/home/marco/projects/spotter")["total"] == 1
 
 
 def test_skills_and_index_commands(corpus, settings: Settings, bulk: None,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     home, _ = corpus
     monkeypatch.setenv("OPENTRACES_HOME", str(home.home))
-    body = _json(skills)
+    body = _json("skills")
     assert body["schema_version"] == "opentraces.trace.skills.v1"
     assert body["total_skills"] == len(body["skills"]) > 0
-    one = _json(skills, "--skill", "handgemacht:commit")
+    one = _json("skills", "--skill", "handgemacht:commit")
     assert one["skills"][0]["traces"] == 1 and one["total_invocations"] >= 1
-    status = _json(index)
+    status = _json("index")
     assert status["schema_version"] == "opentraces.trace.index.v1"
     assert status["action"] == "status" and status["lag"] == 0 and status["doc_count"] > 0
     assert status["bytes"] > 0 and status["next_command"] is None
@@ -475,13 +476,13 @@ def test_skills_and_index_commands(corpus, settings: Settings, bulk: None,
     # a home of its own for refresh and rebuild
     monkeypatch.setenv("OPENTRACES_HOME", str(settings.home))
     _import(settings, SHORT)
-    assert _json(index)["next_command"] == "opentraces trace index refresh"
-    refreshed = _json(index, "refresh")
+    assert _json("index")["next_command"] == "opentraces trace index refresh"
+    refreshed = _json("index", "refresh")
     assert refreshed["action"] == "refresh" and refreshed["lag"] == 0
     assert refreshed["events_applied"] == refreshed["head"]
-    rebuilt = _json(index, "rebuild")
+    rebuilt = _json("index", "rebuild")
     assert rebuilt["digest"] == refreshed["digest"]
-    text = CliRunner().invoke(index, ["refresh"], catch_exceptions=False)
+    text = invoke("index", ["refresh"])
     assert text.exit_code == 0 and "search index fresh" in text.stdout
 
 

@@ -12,8 +12,7 @@ from click.testing import CliRunner
 
 from opentraces import api
 from opentraces.agent_setup import CLAUDE_EVENTS, CODEX_EVENTS, is_our_command
-from opentraces.commands.main import LazyGroup
-from opentraces.commands.setup import setup
+from opentraces.commands.main import cli
 from opentraces.errors import ConfigError
 
 HOOK = "opentraces-hook"
@@ -278,7 +277,7 @@ def test_unknown_agent(home: Path) -> None:
 
 def test_setup_command_json_and_idempotence(home: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(setup, ["claude-code", "--json"], catch_exceptions=False)
+    result = runner.invoke(cli, ["setup", "claude-code", "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     body = json.loads(result.output)
     assert body["status"] == "ok" and body["schema_version"] == "opentraces.setup.v1"
@@ -287,27 +286,26 @@ def test_setup_command_json_and_idempotence(home: Path) -> None:
     hook = api.default_hook_command()
     assert commands_of(json.loads(claude_file(home).read_text()), "Stop") == [
         f"{hook} claude-code Stop"]
-    again = json.loads(runner.invoke(setup, ["claude-code", "--json"]).output)
+    again = json.loads(runner.invoke(cli, ["setup", "claude-code", "--json"]).output)
     assert again["changed"] is False
 
 
 def test_setup_command_dry_run_and_remove_text(home: Path) -> None:
     runner = CliRunner()
-    dry = runner.invoke(setup, ["codex-cli", "--dry-run"], catch_exceptions=False)
+    dry = runner.invoke(cli, ["setup", "codex-cli", "--dry-run"], catch_exceptions=False)
     assert dry.exit_code == 0
     assert dry.output.startswith(f"codex-cli: {home / '.codex' / 'hooks.json'} would change\n")
     assert "Next: opentraces setup codex-cli\n" in dry.output
     assert not (home / ".codex").exists()
-    runner.invoke(setup, ["codex-cli"], catch_exceptions=False)
-    removed = runner.invoke(setup, ["codex-cli", "--remove"], catch_exceptions=False)
+    runner.invoke(cli, ["setup", "codex-cli"], catch_exceptions=False)
+    removed = runner.invoke(cli, ["setup", "codex-cli", "--remove"], catch_exceptions=False)
     assert removed.output.startswith(f"codex-cli: {home / '.codex' / 'hooks.json'} removed")
-    pi = runner.invoke(setup, ["pi", "--json"], catch_exceptions=False)
+    pi = runner.invoke(cli, ["setup", "pi", "--json"], catch_exceptions=False)
     assert json.loads(pi.output)["changed"] is False
 
 
 def test_setup_command_invalid_json_is_an_error_envelope(home: Path) -> None:
     path = write_user_settings(home, "{\n  oops\n}")
-    cli = LazyGroup(name="opentraces", lazy={"setup": "setup:setup"})
     result = CliRunner().invoke(cli, ["setup", "claude-code", "--json"])
     assert result.exit_code == 2
     body = json.loads(result.output)
