@@ -206,8 +206,19 @@ class SqlProjection:
         yield self._conn
 
     def close(self) -> None:
-        """Close the writer connection, if one is open."""
+        """Close the writer connection, if one is open.
+
+        The file is left in rollback-journal mode, so that read-only openers (read commands)
+        find no WAL to map and create no ``-wal``/``-shm`` files: reads never write. The next
+        writer switches back to WAL. If a reader holds the file right now, it stays in WAL mode
+        until a later close.
+        """
         if self._conn is not None:
+            try:
+                self._conn.execute("PRAGMA busy_timeout = 100")
+                self._conn.execute("PRAGMA journal_mode = DELETE")
+            except sqlite3.OperationalError:
+                pass
             self._conn.close()
             self._conn = None
 

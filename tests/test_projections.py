@@ -81,6 +81,25 @@ def test_lagging_projection_is_reported_not_written_by_reads(settings: Settings)
     assert api.status(settings).verdict == "ok"
 
 
+def test_reads_leave_the_projection_folders_untouched(settings: Settings) -> None:
+    trace_ids = _fill(settings, 2)
+
+    def files() -> dict[str, tuple[int, int]]:
+        root = settings.projections_dir
+        return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+    before = files()
+    assert not [f for f in before if f.endswith(("-wal", "-shm"))]
+    api.status(settings)
+    api.doctor(settings)
+    api.bucket_manifest(settings)
+    api.trace_get(settings, trace_ids[0])
+    api.ctx_list(settings)
+    api.trail_graph(settings)
+    assert files() == before
+
+
 def test_reads_on_a_fresh_home_create_nothing(settings: Settings) -> None:
     assert api.status(settings).verdict == "empty"
     api.doctor(settings)
