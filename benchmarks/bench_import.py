@@ -142,7 +142,7 @@ class _Timers:
         self.cpu: dict[str, float] = {}
         self.calls: dict[str, int] = {}
         self.blobs: dict[str, list[int]] = {}  # media type -> [count, raw bytes, disk bytes]
-        self.written: list[tuple[str, Path]] = []  # (media type, blob file) per distinct blob
+        self.written: list[tuple[str, str]] = []  # (media type, blob hash) per distinct blob
 
     def wrap(self, owner: Any, attr: str, label: str) -> None:
         original = getattr(owner, attr)
@@ -181,7 +181,7 @@ class _Timers:
                 row[1] += len(data)
                 # sizes on disk are read after the import: a large blob may still be being
                 # written in the background now, and waiting for it would skew the timing
-                timers.written.append((media_type, store.path_for(ref.hash)))
+                timers.written.append((media_type, ref.hash))
             return ref
 
         BlobStore.put = put  # type: ignore[method-assign]
@@ -288,8 +288,12 @@ def phase_import(corpus: Path, home: Path, reimport: bool, profile: bool) -> dic
         profiler.disable()
         common.print_profile(profiler, 30)
     rss = peak_rss_bytes()
-    for media_type, blob_file in timers.written:
-        timers.blobs[media_type][2] += blob_file.stat().st_size
+    from opentraces.blobs import BlobStore
+
+    on_disk = BlobStore(settings.blobs_dir)
+    for media_type, digest in timers.written:
+        timers.blobs[media_type][2] += on_disk.size_on_disk(digest)
+    on_disk.close()
     breakdown = {"seconds": dict(timers.seconds), "cpu": dict(timers.cpu),
                  "calls": dict(timers.calls), "blobs": dict(timers.blobs)}
     sizes = store_sizes(home)

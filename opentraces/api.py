@@ -110,6 +110,7 @@ class Workspace:
         if self._log is not None:
             self._log.close()
             self._log = None
+        self.blobs.close()
 
 
 class _EmptyLog:

@@ -2,13 +2,17 @@
 
 Invariants:
 - A blob's name is the blake3 hex digest of its *uncompressed* content; it is stored
-  compressed (:mod:`opentraces.packing`) at ``<root>/<2 hex>/<2 hex>/<hash>`` and never
-  rewritten once present.
-- Writes are atomic: temp file in the same folder, fsync, rename, fsync the folder. A crash
-  leaves either no blob or a whole one (stray temp files are ignored and pruned).
-- A store opened with ``defer_sync=True`` (bulk import) skips the per-blob syncs; its owner
-  calls :meth:`BlobStore.sync` before committing any event that references those blobs. Such
-  a store also compresses and writes large blobs on one background thread (zstd releases the
+  compressed (:mod:`opentraces.packing`) and never rewritten once present: a blob of
+  :data:`LARGE_BYTES` or more as a file ``<root>/<2 hex>/<2 hex>/<hash>``, a smaller one as a
+  row of the pack ``<root>/pack.sqlite`` (one file for thousands of small blobs: patch contents,
+  long texts; a file each would cost a folder, a file and a rename per blob).
+- Writes are atomic: temp file in the same folder, fsync, rename, fsync the folder; a pack row
+  is committed in a SQLite transaction (rollback journal, ``synchronous=FULL``). A crash leaves
+  either no blob or a whole one (stray temp files are ignored and pruned).
+- A store opened with ``defer_sync=True`` (bulk import) skips the per-blob syncs and keeps
+  small blobs in memory until one pack transaction; its owner calls :meth:`BlobStore.sync`
+  before committing any event that references those blobs. Such a store also compresses and
+  writes large blobs on one background thread (zstd releases the
   GIL, so this overlaps with parsing on another core); :meth:`BlobStore.sync` waits for them
   first, so "synced" still means written and durable, and their errors surface there.
 - :meth:`BlobStore.verify` re-hashes content; it never trusts the file name.
@@ -18,9 +22,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import blake3
@@ -31,8 +37,12 @@ from opentraces.errors import BlobCorrupt, BlobMissing
 from opentraces.events import BlobRef
 
 TEMP_PREFIX = ".tmp-"
-#: Blobs at least this large are written in the background by a deferred-sync store.
-BACKGROUND_BYTES = 256 * 1024
+#: Blobs at least this large are files (written in the background by a deferred-sync store);
+#: smaller ones are rows of the pack.
+LARGE_BYTES = 256 * 1024
+PACK_FILE = "pack.sqlite"
+PACK_SCHEMA = ("CREATE TABLE IF NOT EXISTS blobs (hash TEXT PRIMARY KEY, data BLOB NOT NULL, "
+               "created REAL NOT NULL) WITHOUT ROWID")
 
 
 def blob_hash(data: bytes) -> str:
@@ -60,6 +70,9 @@ class BlobStore:
         self._folders: set[Path] = set()  # folders known to exist (saves a mkdir per blob)
         self._pending: dict[str, Future[None]] = {}  # background writes not yet waited for
         self._worker: ThreadPoolExecutor | None = None
+        self._unpacked: dict[str, bytes] = {}  # small blobs (compressed) awaiting sync()
+        self._pack_rw: sqlite3.Connection | None = None
+        self._pack_ro: sqlite3.Connection | None = None
 
     def path_for(self, digest: str) -> Path:
         return self.root / digest[:2] / digest[2:4] / digest
@@ -68,14 +81,18 @@ class BlobStore:
             *, local_only: bool = False) -> BlobRef:
         """Store ``data`` (if not already present) and return its reference."""
         digest = blob_hash(data)
-        target = self.path_for(digest)
-        if digest not in self._pending and not target.exists():
-            if self._unsynced is not None and len(data) >= BACKGROUND_BYTES:
+        if not self.has(digest):
+            if len(data) < LARGE_BYTES:
+                self._unpacked[digest] = packing.compress(data)
+                if self._unsynced is None:
+                    self._flush_pack()
+            elif self._unsynced is not None:
                 if self._worker is None:
                     self._worker = ThreadPoolExecutor(1, thread_name_prefix="blob-writer")
-                self._pending[digest] = self._worker.submit(self._compress_write, target, data)
+                self._pending[digest] = self._worker.submit(self._compress_write,
+                                                            self.path_for(digest), data)
             else:
-                self._write_atomic(target, packing.compress(data))
+                self._write_atomic(self.path_for(digest), packing.compress(data))
         return BlobRef(hash=digest, size=len(data), media_type=media_type, local_only=local_only)
 
     def get(self, digest: str) -> bytes:
@@ -90,8 +107,11 @@ class BlobStore:
         try:
             packed = path.read_bytes()
         except FileNotFoundError as e:
-            raise BlobMissing(f"blob {digest} is not in {self.root}",
-                              next_command="opentraces bucket verify") from e
+            found = self._unpacked.get(digest) or self._pack_row(digest)
+            if found is None:
+                raise BlobMissing(f"blob {digest} is not in {self.root}",
+                                  next_command="opentraces bucket verify") from e
+            packed, path = found, self.root / PACK_FILE
         try:
             return packing.decompress(packed)
         except packing.CorruptData as e:
@@ -99,23 +119,33 @@ class BlobStore:
                               next_command="opentraces bucket verify") from e
 
     def has(self, digest: str) -> bool:
-        return digest in self._pending or self.path_for(digest).exists()
+        return (digest in self._pending or digest in self._unpacked
+                or self._pack_row(digest, data=False) is not None
+                or self.path_for(digest).exists())
 
     def hashes(self) -> Iterator[str]:
-        """Every stored blob name (temp files excluded), in sorted order."""
+        """Every stored blob name (files and pack rows; temp files excluded), sorted."""
         if not self.root.exists():
             return
+        files = []
         for first in sorted(self.root.iterdir()):
             if not first.is_dir():
                 continue
             for second in sorted(first.iterdir()):
-                for blob in sorted(second.iterdir()):
-                    if not blob.name.startswith(TEMP_PREFIX):
-                        yield blob.name
+                files.extend(b.name for b in second.iterdir()
+                             if not b.name.startswith(TEMP_PREFIX))
+        packed = self._pack_query("SELECT hash FROM blobs")
+        yield from sorted({*files, *(row[0] for row in packed)})
 
     def size_on_disk(self, digest: str) -> int:
         self._wait(digest)
-        return self.path_for(digest).stat().st_size
+        try:
+            return self.path_for(digest).stat().st_size
+        except FileNotFoundError:
+            found = self._unpacked.get(digest) or self._pack_row(digest)
+            if found is None:
+                raise
+            return len(found)
 
     def verify(self, digests: Iterator[str] | None = None) -> VerifyReport:
         """Re-hash blobs (all of them, or the given ones) and report those that disagree."""
@@ -140,13 +170,19 @@ class BlobStore:
               min_age_seconds: float = 0.0) -> PruneReport:
         """Delete blobs no event references (and stray temp files) older than the given age."""
         cutoff = time.time() - min_age_seconds
-        doomed = [d for d in self.hashes()
-                  if d not in referenced and self.path_for(d).stat().st_mtime <= cutoff]
+        created = dict(self._pack_query("SELECT hash, created FROM blobs"))
+        doomed = [d for d in self.hashes() if d not in referenced and (
+            created[d] if d in created else self.path_for(d).stat().st_mtime) <= cutoff]
         size = sum(self.size_on_disk(d) for d in doomed)
         temps = [t for t in self.root.glob(f"*/*/{TEMP_PREFIX}*") if t.stat().st_mtime <= cutoff]
         if not dry_run:
+            packed = [(d,) for d in doomed if d in created]
+            if packed:
+                with self._pack_writer() as conn:
+                    conn.executemany("DELETE FROM blobs WHERE hash = ?", packed)
             for digest in doomed:
-                self.path_for(digest).unlink(missing_ok=True)
+                if digest not in created:
+                    self.path_for(digest).unlink(missing_ok=True)
             for temp in temps:
                 temp.unlink(missing_ok=True)
         return PruneReport(hashes=doomed, bytes=size, temp_files=len(temps))
@@ -155,6 +191,7 @@ class BlobStore:
         """Make every blob written since the last sync durable (deferred mode only)."""
         for digest in list(self._pending):
             self._wait(digest)
+        self._flush_pack()
         if not self._unsynced:
             return
         pending, self._unsynced = self._unsynced, []
@@ -168,6 +205,69 @@ class BlobStore:
                 os.close(fd)
         for folder in {p.parent for p in pending}:
             fsync_dir(folder)
+
+    def close(self) -> None:
+        """Close the pack connections (a deferred store should be synced first)."""
+        for conn in (self._pack_rw, self._pack_ro):
+            if conn is not None:
+                conn.close()
+        self._pack_rw = self._pack_ro = None
+
+    # -- the pack -----------------------------------------------------------------------------
+
+    def _flush_pack(self) -> None:
+        """Commit the small blobs held in memory, in one durable transaction."""
+        if not self._unpacked:
+            return
+        now = time.time()
+        with self._pack_writer() as conn:
+            conn.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?)",
+                             [(d, data, now) for d, data in self._unpacked.items()])
+        self._unpacked.clear()
+
+    @contextmanager
+    def _pack_writer(self) -> Iterator[sqlite3.Connection]:
+        if self._pack_rw is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            new = not (self.root / PACK_FILE).exists()
+            conn = sqlite3.connect(self.root / PACK_FILE, isolation_level=None, timeout=30)
+            conn.execute("PRAGMA journal_mode = DELETE")  # readers then create no files
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(PACK_SCHEMA)
+            if new:
+                fsync_dir(self.root)  # the new file's name is durable too
+            self._pack_rw = conn
+        conn = self._pack_rw
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _pack_query(self, sql: str, args: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
+        conn = self._pack_rw
+        if conn is None:
+            if self._pack_ro is None:
+                path = self.root / PACK_FILE
+                if not path.exists():
+                    return []
+                self._pack_ro = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+            conn = self._pack_ro
+        try:
+            return conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):  # created, schema not committed yet
+                return []
+            raise
+
+    def _pack_row(self, digest: str, *, data: bool = True) -> bytes | None:
+        rows = self._pack_query(f"SELECT {'data' if data else 'length(data)'} FROM blobs "
+                                "WHERE hash = ?", (digest,))
+        if not rows:
+            return None
+        return rows[0][0] if data else b""  # type: ignore[return-value]
 
     def _wait(self, digest: str) -> None:
         future = self._pending.get(digest)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from opentraces import events as ev
 
 
@@ -21,3 +23,38 @@ def session_events(agent: str, session_id: str, *, steps: int = 3, cwd: str = "/
                                 range=ev.LineRange(1, 3)))
     out.append(ev.SessionEnded(reason="stop"))
     return trace_id, out
+
+
+def delete_blob(blobs_dir: Path, digest: str) -> None:
+    """Remove a blob behind the store's back (as a user deleting files by hand would)."""
+    import sqlite3
+
+    from opentraces.blobs import PACK_FILE
+
+    path = blobs_dir / digest[:2] / digest[2:4] / digest
+    if path.exists():
+        path.unlink()
+        return
+    conn = sqlite3.connect(blobs_dir / PACK_FILE)
+    with conn:
+        assert conn.execute("DELETE FROM blobs WHERE hash = ?", (digest,)).rowcount == 1
+    conn.close()
+
+
+def age_blob(blobs_dir: Path, digest: str, seconds: float) -> None:
+    """Make a blob look ``seconds`` old (its file's mtime, or its pack row's created time)."""
+    import os
+    import sqlite3
+    import time
+
+    from opentraces.blobs import PACK_FILE
+
+    past = time.time() - seconds
+    path = blobs_dir / digest[:2] / digest[2:4] / digest
+    if path.exists():
+        os.utime(path, (past, past))
+        return
+    conn = sqlite3.connect(blobs_dir / PACK_FILE)
+    with conn:
+        conn.execute("UPDATE blobs SET created = ? WHERE hash = ?", (past, digest))
+    conn.close()

@@ -1,9 +1,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -11,9 +9,10 @@ from click.testing import CliRunner
 
 from opentraces import __version__, api
 from opentraces import events as ev
+from opentraces.blobs import BlobStore
 from opentraces.commands.main import cli
 from opentraces.config import Settings
-from tests.helpers import session_events
+from tests.helpers import age_blob, delete_blob, session_events
 
 
 def run(*args: str, code: int = 0) -> str:
@@ -138,7 +137,7 @@ def test_bucket_verify_reports_a_missing_blob(settings: Settings) -> None:
     assert body["ok"] is True
     assert body["verify"] == {"blobs_checked": 1, "events_checked": 1, "dangling_count": 0,
                               "full": False}
-    os.remove(settings.blobs_dir / ref.hash[:2] / ref.hash[2:4] / ref.hash)
+    delete_blob(settings.blobs_dir, ref.hash)
     body = run_json("bucket", "verify", "--full", "--json", code=1)
     assert body["ok"] is False and body["verify"]["dangling_count"] == 1
     assert body["errors"] == [f"blob {ref.hash} is referenced by an event but missing"]
@@ -153,11 +152,9 @@ def test_bucket_prune_dry_run_then_delete(settings: Settings) -> None:
     body = run_json("bucket", "prune", "--dry-run", "--min-age", "0", "--json")
     assert body["would_delete"] == [loose.hash] and body["bytes"] > 0
     assert run_json("bucket", "prune", "--json")["deleted"] == []  # too young by default
-    past = time.time() - 7200
-    path = settings.blobs_dir / loose.hash[:2] / loose.hash[2:4] / loose.hash
-    os.utime(path, (past, past))
+    age_blob(settings.blobs_dir, loose.hash, 7200)
     assert run_json("bucket", "prune", "--json")["deleted"] == [loose.hash]
-    assert not path.exists()
+    assert not BlobStore(settings.blobs_dir).has(loose.hash)
     assert api.bucket_verify(settings, full=True).ok
 
 

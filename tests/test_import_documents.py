@@ -27,6 +27,7 @@ from opentraces.config import Settings, load_settings
 from opentraces.record import TraceRecord
 from opentraces.store import EventLog
 from tests.conftest import CORPUS
+from tests.helpers import delete_blob
 from tests.test_capture_gemini import expected_counts, record_counts
 
 GEMINI = CORPUS / "gemini"
@@ -240,8 +241,7 @@ def test_a_revision_without_the_previous_bytes_starts_a_new_generation(
     write(path, early)
     run(settings, path)
     (segment,) = [e for e in stream_events(settings, doc) if isinstance(e, ev.SourceSegmentRead)]
-    blobs = BlobStore(settings.blobs_dir)
-    blobs.path_for(segment.raw.hash).unlink()   # the raw copy is gone (deleted by hand)
+    delete_blob(settings.blobs_dir, segment.raw.hash)   # the raw copy is gone (deleted by hand)
     write(path, doc)
     run(settings, path)
     assert segments(stream_events(settings, doc)) == [(0, 0, 4), (1, 0, len(doc["messages"]))]

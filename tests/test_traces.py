@@ -12,8 +12,7 @@ from click.testing import CliRunner
 from opentraces import api
 from opentraces import events as ev
 from opentraces.capture import ADAPTERS
-from opentraces.commands.main import LazyGroup, cli
-from opentraces.commands.trace import trace
+from opentraces.commands.main import cli
 from opentraces.config import Settings
 from opentraces.errors import MaintenanceNeeded
 from opentraces.projections.traces import Traces
@@ -429,8 +428,9 @@ def test_rebuild_twice_gives_equal_digests_and_replay_is_a_no_op(settings: Setti
 # The command
 
 
-def invoke(*args: str, code: int = 0, group: object = trace) -> str:
-    result = CliRunner().invoke(group, list(args), catch_exceptions=False)  # type: ignore[arg-type]
+def invoke(*args: str, code: int = 0) -> str:
+    """`opentraces trace <args>` through the root command, as a user runs it."""
+    result = CliRunner().invoke(cli, ["trace", *args])
     assert result.exit_code == code, result.output + result.stderr
     return result.stdout
 
@@ -461,12 +461,11 @@ def test_trace_get_json_envelope_and_formats(settings: Settings) -> None:
 def test_trace_get_errors_through_the_cli(settings: Settings) -> None:
     for tid in ("abc111", "abc222"):
         put(settings, tid, [started(tid, tid)])
-    # The group as the main program mounts it (its lazy table gets "trace" when integrated).
-    program = LazyGroup(name="opentraces", params=cli.params, callback=cli.callback,
-                        lazy={**cli.lazy, "trace": "trace:trace"})
-    body = json.loads(invoke("--json", "trace", "get", "abc", code=2, group=program))
+    result = CliRunner().invoke(cli, ["--json", "trace", "get", "abc"])
+    assert result.exit_code == 2
+    body = json.loads(result.stdout)
     assert body["status"] == "error" and body["error"]["code"] == "ambiguous_trace"
-    result = CliRunner().invoke(program, ["trace", "get", "nope"])
+    result = CliRunner().invoke(cli, ["trace", "get", "nope"])
     assert result.exit_code == 2
     assert result.stderr.splitlines()[0] == "Error: no trace matches 'nope'"
 
