@@ -124,7 +124,7 @@ class IndexReport(msgspec.Struct, frozen=True):
 def _open(ws: Workspace) -> tuple[Any, Freshness]:
     """The live search index projection (None for an empty log) and its freshness."""
     runner = ws.runner()
-    state = runner.states()[PROJECTION]
+    state = runner.state(PROJECTION)  # only this view's: the others are not read
     proj = runner.open(PROJECTION)
     if state.state not in ("fresh", "lagging"):
         raise MaintenanceNeeded(
@@ -457,7 +457,7 @@ def index_rebuild(target: Settings | Path | Workspace,
 
 def _report(ws: Workspace, *, events_applied: int, seconds: float) -> IndexReport:
     runner = ws.runner()
-    state = runner.states()[PROJECTION]
+    state = runner.state(PROJECTION)  # only this view's: the others are not read
     proj = runner.open(PROJECTION)
     ix = proj.open_index() if proj is not None else None
     fresh = state.state == "fresh"

@@ -90,6 +90,10 @@ class Runner:
         """The projections that commands which append keep current."""
         return [n for n, cls in self.classes.items() if cls.eager]
 
+    def state(self, name: str, head: int | None = None) -> ProjectionState:
+        """The state of one projection."""
+        return self._state(name, self.source.head() if head is None else head)
+
     def states(self, head: int | None = None) -> dict[str, ProjectionState]:
         head = self.source.head() if head is None else head
         return {name: self._state(name, head) for name in self.classes}
