@@ -190,7 +190,7 @@ class _Timers:
 def trail_blob_bytes(settings: Any) -> int:
     """Bytes on disk of the blobs only Trace Trails events refer to (patch contents, hunks)."""
     from opentraces import api
-    from opentraces.blobs import blob_refs
+    from opentraces.blobs import PACK_FILE, blob_refs
 
     trail: set[str] = set()
     other: set[str] = set()
@@ -198,7 +198,16 @@ def trail_blob_bytes(settings: Any) -> int:
         for rec in ws.log.iter_all():
             refs = {r.hash for r in blob_refs(rec.event)}
             (trail if type(rec.event).__name__ in TRAIL_TOPICS else other).update(refs)
-        return sum(ws.blobs.size_on_disk(h) for h in trail - other)
+        only = trail - other
+        pack = ws.blobs.root / PACK_FILE
+        packed: dict[str, int] = {}
+        if pack.exists():
+            with sqlite3.connect(f"file:{pack}?mode=ro", uri=True) as conn:
+                packed = dict(conn.execute("SELECT hash, length(data) FROM blobs"))
+        # the pack file's own overhead (pages, index) is shared in proportion to the payload
+        factor = pack.stat().st_size / max(1, sum(packed.values())) if packed else 1.0
+        return round(sum(packed[h] * factor if h in packed else ws.blobs.size_on_disk(h)
+                         for h in only))
 
 
 def store_sizes(home: Path) -> dict[str, int]:

@@ -41,8 +41,12 @@ TEMP_PREFIX = ".tmp-"
 #: smaller ones are rows of the pack.
 LARGE_BYTES = 256 * 1024
 PACK_FILE = "pack.sqlite"
+# A rowid table with 8 KiB pages: blobs spill into overflow pages, which WITHOUT ROWID tables
+# and small pages fill poorly (measured on imported patch contents: 1.26x the payload, against
+# 2.4x for WITHOUT ROWID on 4 KiB pages).
+PACK_PAGE_SIZE = 8192
 PACK_SCHEMA = ("CREATE TABLE IF NOT EXISTS blobs (hash TEXT PRIMARY KEY, data BLOB NOT NULL, "
-               "created REAL NOT NULL) WITHOUT ROWID")
+               "created REAL NOT NULL)")
 
 
 def blob_hash(data: bytes) -> str:
@@ -231,6 +235,7 @@ class BlobStore:
             self.root.mkdir(parents=True, exist_ok=True)
             new = not (self.root / PACK_FILE).exists()
             conn = sqlite3.connect(self.root / PACK_FILE, isolation_level=None, timeout=30)
+            conn.execute(f"PRAGMA page_size = {PACK_PAGE_SIZE}")  # only takes on a new file
             conn.execute("PRAGMA journal_mode = DELETE")  # readers then create no files
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute(PACK_SCHEMA)
