@@ -588,7 +588,10 @@ def write_report(args: argparse.Namespace, corpus: Path, files: int, raw: int,
     # Trace Trails evidence (issue 5) is stored by the same import: patch events and their
     # before/after/hunks blobs. The capture figure leaves them out; both are reported.
     trail_blobs = mid["trail_blob_bytes"]
-    trail_events = sum(b for t, _, b in mid["topics"] if t.split(".")[0] in TRAIL_TOPICS)
+    # events.sqlite's rows and indexes are shared the same way as the pack's: by payload
+    trail_state = sum(b for t, _, b in mid["topics"] if t.split(".")[0] in TRAIL_TOPICS)
+    all_state = sum(b for _, _, b in mid["topics"]) or 1
+    trail_events = round(sizes["events.sqlite"] * trail_state / all_state)
     capture_ratio = (sizes["total"] - trail_blobs - trail_events) / raw
     rss = med(imps, lambda r: r["peak_rss"])
     base_rss = med(base, lambda r: r["peak_rss"])
