@@ -24,8 +24,8 @@ Invariants:
 - :meth:`digest` is blake3 over the side tables (documents are a pure function of them), not
   over whoosh's segment files, so rebuilds compare equal.
 - Reading opens the side file and the whoosh folder read-only; only the runner writes, never
-  through an ``AsyncWriter``. The side file uses a rollback journal (not WAL), so a read-only
-  open creates no ``-wal``/``-shm`` files beside it.
+  through an ``AsyncWriter``. Like every SQL projection's, the side file is left in rollback
+  mode when the writer closes, so a read-only open creates no ``-wal``/``-shm`` files beside it.
 - whoosh is imported lazily (CLI start-up budget).
 """
 
@@ -34,8 +34,7 @@ from __future__ import annotations
 import re
 import shlex
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -689,27 +688,6 @@ class SearchIndex(SqlProjection):
             return index.open_dir(self.index_dir)
         self.index_dir.mkdir(parents=True, exist_ok=True)
         return index.create_in(self.index_dir, schema())
-
-    @contextmanager
-    def _writer(self) -> Iterator[sqlite3.Connection]:
-        # As SqlProjection's, with a rollback journal: a read-only open of a WAL file creates
-        # -wal/-shm files, and read commands must not change the build folder.
-        if self._conn is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=60)
-            try:
-                conn.execute("PRAGMA journal_mode=DELETE")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.executescript("CREATE TABLE IF NOT EXISTS meta "
-                                   "(key TEXT PRIMARY KEY, value TEXT NOT NULL);" + self.SCHEMA)
-                conn.execute("INSERT OR IGNORE INTO meta VALUES ('version', ?)",
-                             (str(self.version),))
-                conn.execute("INSERT OR IGNORE INTO meta VALUES ('name', ?)", (self.name,))
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-        yield self._conn
 
     # -- checks and reading -------------------------------------------------------------------
 
