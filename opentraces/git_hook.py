@@ -26,12 +26,18 @@ from pathlib import Path
 from opentraces.agent_setup import SetupReport, default_hook_command
 from opentraces.errors import Refused, UsageError
 
-__all__ = ["CHAINED_NAME", "HOOK_MARKER", "hook_script", "setup_git"]
+__all__ = ["CHAINED_NAME", "HOOK_MARKER", "hook_script", "record_line", "setup_git"]
 
 HOOK_NAME = "post-commit"
 CHAINED_NAME = "post-commit.pre-opentraces"
 #: The line that identifies a hook file as ours.
 HOOK_MARKER = "# opentraces post-commit hook"
+
+
+def record_line(hook_command: str) -> str:
+    """The shell line that tells opentraces about the new commit (never fails, prints nothing)."""
+    return (f'OPENTRACES_COMMIT="$(git rev-parse HEAD 2>/dev/null)" {hook_command} git '
+            "post-commit </dev/null >/dev/null 2>&1 || true")
 
 
 def hook_script(hook_command: str) -> str:
@@ -46,8 +52,7 @@ if [ -x "$chained" ]; then
     status=$?
 fi
 # Record the commit for opentraces: one spool line, then the import runs in the background.
-OPENTRACES_COMMIT="$(git rev-parse HEAD 2>/dev/null)" {hook_command} git post-commit \\
-    </dev/null >/dev/null 2>&1 || true
+{record_line(hook_command)}
 exit $status
 """
 
@@ -60,9 +65,10 @@ def setup_git(repo: Path, *, dry_run: bool = False, remove: bool = False,
         UsageError: ``repo`` is not inside a git repository.
         Refused: the repository sets ``core.hooksPath``, or a hook file is in the way.
     """
-    hooks = _hooks_dir(repo)
+    hook_command = hook_command or default_hook_command()
+    hooks = _hooks_dir(repo, hook_command)
     ours, chained = hooks / HOOK_NAME, hooks / CHAINED_NAME
-    script = hook_script(hook_command or default_hook_command())
+    script = hook_script(hook_command)
     actions: list[str] = []
     if remove:
         if not _is_ours(ours):
@@ -96,7 +102,7 @@ def setup_git(repo: Path, *, dry_run: bool = False, remove: bool = False,
                        dry_run, remove)
 
 
-def _hooks_dir(repo: Path) -> Path:
+def _hooks_dir(repo: Path, hook_command: str) -> Path:
     from dulwich.errors import NotGitRepository
     from dulwich.repo import Repo
 
@@ -112,12 +118,11 @@ def _hooks_dir(repo: Path) -> Path:
         raise UsageError(f"{repo} is not inside a git repository",
                          hint="Run it from a repository, or pass --repo PATH.") from e
     if hooks_path:
-        line = f"OPENTRACES_COMMIT=\"$(git rev-parse HEAD)\" {default_hook_command()} git " \
-               "post-commit </dev/null >/dev/null 2>&1 || true"
         raise Refused(
             f"this repository takes its hooks from core.hooksPath "
             f"({hooks_path.decode(errors='replace')}); opentraces does not write there",
-            hint=f"Add this line to your post-commit hook instead: {line}")
+            hint=f"Add this line to your post-commit hook instead: "
+                 f"{record_line(hook_command)}")
     return common / "hooks"
 
 
