@@ -169,12 +169,12 @@ LAZY_CATCH_UP_EVENTS = 2_000
 def catch_up_after_write(ws: Workspace, progress: Progress | None = None) -> None:
     """Catch up the eager projections, and the lazy ones that are only a little behind."""
     runner = ws.runner()
-    states = runner.states()
-    names = runner.eager() + [
-        n for n, s in states.items()
-        if n not in runner.eager() and s.state in ("fresh", "lagging", "missing")
-        and s.lag <= LAZY_CATCH_UP_EVENTS]
-    runner.catch_up(names, progress=progress)
+    eager = runner.eager()
+    head = ws.source().head()
+    lazy = [n for n in runner.classes if n not in eager
+            and (s := runner.state(n, head)).state in ("fresh", "lagging", "missing")
+            and s.lag <= LAZY_CATCH_UP_EVENTS]
+    runner.catch_up(eager + lazy, progress=progress)
 
 
 

@@ -29,9 +29,9 @@ def delete_blob(blobs_dir: Path, digest: str) -> None:
     """Remove a blob behind the store's back (as a user deleting files by hand would)."""
     import sqlite3
 
-    from opentraces.blobs import PACK_FILE
+    from opentraces.blobs import PACK_FILE, BlobStore
 
-    path = blobs_dir / digest[:2] / digest[2:4] / digest
+    path = BlobStore(blobs_dir).path_for(digest)
     if path.exists():
         path.unlink()
         return
@@ -47,10 +47,10 @@ def age_blob(blobs_dir: Path, digest: str, seconds: float) -> None:
     import sqlite3
     import time
 
-    from opentraces.blobs import PACK_FILE
+    from opentraces.blobs import PACK_FILE, BlobStore
 
     past = time.time() - seconds
-    path = blobs_dir / digest[:2] / digest[2:4] / digest
+    path = BlobStore(blobs_dir).path_for(digest)
     if path.exists():
         os.utime(path, (past, past))
         return
