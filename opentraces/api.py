@@ -265,8 +265,10 @@ def import_sessions(target: Settings | Path | Workspace,
         if report.trace_ids:  # new edits become patches, anchored in their repositories
             from opentraces.trail import trail_sync
 
+            # trail_sync catches the projections up after its own writes, the import's too
             report.trail = to_builtins(trail_sync(ws, trace_ids=report.trace_ids))
-        catch_up_after_write(ws)
+        else:
+            catch_up_after_write(ws)
     return report
 
 
