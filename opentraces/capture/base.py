@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from opentraces.events import BlobRef, Event, TokenUsage, trace_id_for
+from opentraces.events import BlobRef, Event, MetadataRecorded, TokenUsage, trace_id_for
 from opentraces.text import safe_value
 
 #: Text longer than this is kept whole in a blob; the event keeps the first INLINE_CHARS.
@@ -139,6 +139,11 @@ class Adapter(Protocol):
 def clean(value: Any) -> Any:
     """Make decoded JSON storable (lone surrogates escaped); apply to dicts kept in events."""
     return safe_value(value)
+
+
+def non_object(record: Any) -> MetadataRecorded:
+    """What a line whose JSON value is not an object becomes: its type is kept, not its value."""
+    return MetadataRecorded(record_type="non_object", data={"json_type": type(record).__name__})
 
 
 def usage(input_tokens: Any = 0, output_tokens: Any = 0, cache_read: Any = 0,

@@ -103,7 +103,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from opentraces.capture.base import Context, LineRef, SessionRef, clean
+from opentraces.capture.base import Context, LineRef, SessionRef, clean, non_object
 from opentraces.capture.lines import complete_length
 from opentraces.capture.parse import first_record
 from opentraces.capture.values import (
@@ -357,8 +357,7 @@ class CodexParser:
     def feed(self, record: Any, line: LineRef) -> list[Event]:
         self.records += 1
         if not isinstance(record, dict):
-            return [MetadataRecorded(record_type="non_object",
-                                     data={"json_type": type(record).__name__})]
+            return [non_object(record)]
         at = _at(record)
         saved = self._state()
         try:

@@ -81,7 +81,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from opentraces.capture.base import Context, LineRef, SessionRef, clean
+from opentraces.capture.base import Context, LineRef, SessionRef, clean, non_object
 from opentraces.capture.values import SHAPE_ERRORS, capped, count, storable, tool_input
 from opentraces.capture.values import as_dict as _d
 from opentraces.capture.values import as_list as _l
@@ -232,8 +232,7 @@ class GeminiParser:
     def feed(self, record: Any, line: LineRef) -> list[Event]:
         self.records += 1
         if not isinstance(record, dict):
-            return [MetadataRecorded(record_type="non_object",
-                                     data={"json_type": type(record).__name__})]
+            return [non_object(record)]
         if self.records == 1 and is_header(record):
             events = self._guarded(self._header, record)
             for message in _l(record.get("messages")):

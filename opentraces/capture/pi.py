@@ -62,7 +62,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from opentraces.capture.base import Context, LineRef, SessionRef, clean
+from opentraces.capture.base import Context, LineRef, SessionRef, clean, non_object
 from opentraces.capture.values import (
     SHAPE_ERRORS,
     capped,
@@ -184,8 +184,7 @@ class PiParser:
 
     def feed(self, record: Any, line: LineRef) -> list[Event]:
         if not isinstance(record, dict):
-            return [MetadataRecorded(record_type="non_object",
-                                     data={"json_type": type(record).__name__})]
+            return [non_object(record)]
         at = _at(record)
         saved = (self.next_step, self.bash_runs, self.model)
         try:
