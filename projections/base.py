@@ -26,6 +26,8 @@ from opentraces.events import Event, Recorded
 STATE_FILE = "state.sqlite"
 
 Handler = Callable[[sqlite3.Connection, Recorded], None]
+#: A handler of capture events, given the trace the event's stream belongs to.
+TraceHandler = Callable[[sqlite3.Connection, Recorded, str], None]
 
 
 class Projection(Protocol):
@@ -234,6 +236,22 @@ class SqlProjection:
 
 def _meta_from(conn: sqlite3.Connection) -> dict[str, str]:
     return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+
+
+def trace_of(rec: Recorded) -> str | None:
+    """The trace of an event written to a ``trace:<id>`` stream, else None."""
+    kind, _, key = rec.stream.partition(":")
+    return key if kind == "trace" and key else None
+
+
+def in_trace_stream(handler: TraceHandler) -> Handler:
+    """A handler that applies ``handler`` to events of trace streams only (capture events
+    count there; events elsewhere name their trace themselves)."""
+    def apply(conn: sqlite3.Connection, rec: Recorded) -> None:
+        trace_id = trace_of(rec)
+        if trace_id is not None:
+            handler(conn, rec, trace_id)
+    return apply
 
 
 def rows_as_dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:

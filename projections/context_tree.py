@@ -60,7 +60,7 @@ import msgspec
 
 from opentraces import events as ev
 from opentraces.events import Recorded, stable_id
-from opentraces.projections.base import Handler, SqlProjection
+from opentraces.projections.base import Handler, SqlProjection, in_trace_stream
 
 #: Continuation text Claude Code writes as the first message of a compacted context.
 CONTINUATION_PREFIX = "This session is being continued from a previous conversation"
@@ -163,10 +163,6 @@ _STATE = msgspec.msgpack.Decoder(TraceState)
 _COMPACTION = msgspec.msgpack.Decoder(Compaction)
 
 
-def _trace_of(rec: Recorded) -> str | None:
-    kind, _, key = rec.stream.partition(":")
-    return key if kind == "trace" and key else None
-
 
 def _chain(is_sidechain: bool, parent_step: int | None) -> str:
     """The chain a step belongs to: the main chain, or one sidechain per calling step."""
@@ -224,15 +220,7 @@ class ContextTree(SqlProjection):
             ev.CompactionRecorded: self._compaction,
             ev.SubagentLinked: self._subagent,
         }
-        return {t: self._in_trace(h) for t, h in table.items()}
-
-    @staticmethod
-    def _in_trace(handler: Any) -> Handler:
-        def apply(conn: sqlite3.Connection, rec: Recorded) -> None:
-            trace_id = _trace_of(rec)
-            if trace_id is not None:
-                handler(conn, rec, trace_id)
-        return apply
+        return {t: in_trace_stream(h) for t, h in table.items()}
 
     # -- page buffering -------------------------------------------------------------------------
 

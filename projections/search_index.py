@@ -44,7 +44,7 @@ import blake3
 
 from opentraces import events as ev
 from opentraces.events import Recorded
-from opentraces.projections.base import Handler, SqlProjection
+from opentraces.projections.base import Handler, SqlProjection, in_trace_stream
 from opentraces.projections.bucket_manifest import project_slug
 
 INDEX_DIR = "whoosh"
@@ -112,10 +112,6 @@ OTHER_EXTENSIONS = frozenset({"txt", "lock", "log", "cfg", "ini", "env", "csv", 
                               "svg", "png", "jpg", "gif", "pdf", "ipynb", "rst", "conf", "vue",
                               "svelte", "proto", "gradle", "mod", "sum", "tf", "dockerfile"})
 
-
-def _trace_of(rec: Recorded) -> str | None:
-    kind, _, key = rec.stream.partition(":")
-    return key if kind == "trace" and key else None
 
 
 def _first_line(text: str, chars: int) -> str:
@@ -495,7 +491,7 @@ class SearchIndex(SqlProjection):
             ev.StepExtended: self._extended, ev.ToolResultRecorded: self._result,
             ev.SkillInvoked: self._skill,
         }
-        wrapped: dict[type[ev.Event], Handler] = {t: _in_trace_stream(h)
+        wrapped: dict[type[ev.Event], Handler] = {t: in_trace_stream(h)
                                                    for t, h in capture.items()}
         wrapped[ev.PatchRecorded] = self._patch
         wrapped[ev.AnchorRecorded] = self._anchor
@@ -751,13 +747,6 @@ class SearchIndex(SqlProjection):
                             "last_seen": last_seen, "recent_traces": recent})
         return out
 
-
-def _in_trace_stream(handler: Any) -> Handler:
-    def apply(conn: sqlite3.Connection, rec: Recorded) -> None:
-        trace_id = _trace_of(rec)
-        if trace_id is not None:
-            handler(conn, rec, trace_id)
-    return apply
 
 
 __all__ = ["CASE_SENSITIVE_FACETS", "FACETS", "NO_PHRASE_FIELDS", "TEXT_FIELDS", "SearchIndex",

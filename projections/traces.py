@@ -47,7 +47,12 @@ import msgspec
 from opentraces import events as ev
 from opentraces import record as rc
 from opentraces.events import Recorded
-from opentraces.projections.base import Handler, SqlProjection, rows_as_dicts
+from opentraces.projections.base import (
+    Handler,
+    SqlProjection,
+    in_trace_stream,
+    rows_as_dicts,
+)
 from opentraces.projections.context_tree import context_node_id
 
 SUMMARY_CHARS = 200
@@ -107,10 +112,6 @@ _pack = msgspec.msgpack.encode
 #: Tables cleared for a trace when its source file is read again from the start.
 _RESTART_TABLES = ("steps", "results", "compactions", "subagents", "skills")
 
-
-def _trace_of(rec: Recorded) -> str | None:
-    kind, _, key = rec.stream.partition(":")
-    return key if kind == "trace" and key else None
 
 
 def prompt_hash(text: str) -> str:
@@ -226,7 +227,7 @@ class Traces(SqlProjection):
             ev.SessionEnded: self._ended,
         }
         # Capture events count only in trace streams; the rest name their trace themselves.
-        wrapped: dict[type[ev.Event], Handler] = {t: _in_trace_stream(h)
+        wrapped: dict[type[ev.Event], Handler] = {t: in_trace_stream(h)
                                                    for t, h in capture.items()}
         wrapped[ev.PatchRecorded] = self._patch
         wrapped[ev.AnchorRecorded] = self._anchor
@@ -457,13 +458,6 @@ class Traces(SqlProjection):
             rows = _TraceRows.read(conn, trace_id)
         return assemble(headers[0], rows, blobs or _no_blobs)
 
-
-def _in_trace_stream(handler: Callable[[sqlite3.Connection, Recorded, str], None]) -> Handler:
-    def apply(conn: sqlite3.Connection, rec: Recorded) -> None:
-        trace_id = _trace_of(rec)
-        if trace_id is not None:
-            handler(conn, rec, trace_id)
-    return apply
 
 
 def merge_results(old: ResultRow, new: ResultRow) -> ResultRow:
