@@ -8,6 +8,7 @@ is set (as in CI), where an unreachable server fails them.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,10 @@ from opentraces.store import pg_connect
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
+#: A real Claude Code session with a rewind: a prompt edited and resubmitted, so two user
+#: prompts hang from one line.
+REWOUND = (CORPUS / "claude-code" / "claude-code-log-real-projects" / "-experiments-ideas"
+           / "03eb5929-52b3-4b13-ada3-b93ae35806b8.jsonl")
 DEFAULT_PG_URL = "postgresql://opentraces:opentraces@127.0.0.1:5432/opentraces_test"
 
 
@@ -86,3 +91,13 @@ def store_config(request: pytest.FixtureRequest, isolated_home: Path) -> Iterato
 def backend_settings(store_config: StoreConfig, isolated_home: Path) -> Settings:
     """Settings whose store is each backend in turn (projections and blobs stay local)."""
     return Settings(home=isolated_home, store=store_config)
+
+
+@pytest.fixture
+def claude_copy(isolated_home: Path) -> Iterator[Path]:
+    """The rewound session copied into the isolated home's Claude Code projects folder."""
+    folder = isolated_home.parent / ".claude" / "projects" / "-experiments-ideas"
+    folder.mkdir(parents=True)
+    copy = folder / REWOUND.name
+    shutil.copyfile(REWOUND, copy)
+    yield copy

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ from opentraces.config import Settings
 from opentraces.errors import Refused
 from opentraces.projections.context_tree import ContextTree, context_node_id
 from opentraces.tracing import StepOutOfRange, trace_get
-from tests.conftest import CORPUS
+from tests.conftest import CORPUS, REWOUND
 
 CLAUDE = CORPUS / "claude-code"
 SPOTTER = CLAUDE / "spotter-transcripts"
@@ -25,9 +23,6 @@ SPOTTER = CLAUDE / "spotter-transcripts"
 COMPACTED = SPOTTER / "258c7280-ae70-4798-800f-63464d01a85d.jsonl"
 #: compact_boundary whose logicalParentUuid names a line that is not in the file.
 COMPACTED_DANGLING = SPOTTER / "4d5611e5-241a-462a-8d15-5122611a9569.jsonl"
-#: A prompt edited and resubmitted: two user prompts hang from one line.
-REWOUND = (CLAUDE / "claude-code-log-real-projects" / "-experiments-ideas"
-           / "03eb5929-52b3-4b13-ada3-b93ae35806b8.jsonl")
 #: 1.0.x inline sidechains (Task sub-agents written into the main file).
 INLINE_SIDECHAINS = (CLAUDE / "claude-code-viewer-mock" / "sample-project"
                      / "fe5e1c67-53e7-4862-81ae-d0e013e3270b.jsonl")
@@ -419,16 +414,6 @@ def test_rebuild_and_incremental_import_give_the_same_view(settings: Settings,
 
 # ---------------------------------------------------------------------------------------------
 # Resume and prune
-
-
-@pytest.fixture
-def claude_copy(isolated_home: Path) -> Iterator[Path]:
-    """The rewound session copied into the isolated home's Claude Code projects folder."""
-    folder = isolated_home.parent / ".claude" / "projects" / "-experiments-ideas"
-    folder.mkdir(parents=True)
-    copy = folder / REWOUND.name
-    shutil.copyfile(REWOUND, copy)
-    yield copy
 
 
 def steps_of(settings: Settings, trace_id: str) -> list[tuple[str, str | None]]:

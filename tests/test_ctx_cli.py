@@ -8,12 +8,9 @@ through the root command, as a user runs it (its error path maps errors to exit 
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from click.testing import CliRunner, Result
 
 from opentraces import api
@@ -217,16 +214,6 @@ def test_resume_packet(settings: Settings) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Prune and trace get --resume: files beside a copy of the session
-
-
-@pytest.fixture
-def claude_copy(isolated_home: Path) -> Iterator[Path]:
-    """The rewound session copied into the isolated home's Claude Code projects folder."""
-    folder = isolated_home.parent / ".claude" / "projects" / "-experiments-ideas"
-    folder.mkdir(parents=True)
-    copy = folder / REWOUND.name
-    shutil.copyfile(REWOUND, copy)
-    yield copy
 
 
 def test_prune_dry_run_writes_nothing_and_write_never_overwrites(
