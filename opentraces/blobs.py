@@ -111,7 +111,7 @@ class BlobStore:
         try:
             packed = path.read_bytes()
         except FileNotFoundError as e:
-            found = self._unpacked.get(digest) or self._pack_row(digest)
+            found = self._packed(digest)
             if found is None:
                 raise BlobMissing(f"blob {digest} is not in {self.root}",
                                   next_command="opentraces bucket verify") from e
@@ -124,7 +124,7 @@ class BlobStore:
 
     def has(self, digest: str) -> bool:
         return (digest in self._pending or digest in self._unpacked
-                or self._pack_row(digest, data=False) is not None
+                or bool(self._pack_query("SELECT 1 FROM blobs WHERE hash = ?", (digest,)))
                 or self.path_for(digest).exists())
 
     def hashes(self) -> Iterator[str]:
@@ -146,7 +146,7 @@ class BlobStore:
         try:
             return self.path_for(digest).stat().st_size
         except FileNotFoundError:
-            found = self._unpacked.get(digest) or self._pack_row(digest)
+            found = self._packed(digest)
             if found is None:
                 raise
             return len(found)
@@ -267,12 +267,12 @@ class BlobStore:
                 return []
             raise
 
-    def _pack_row(self, digest: str, *, data: bool = True) -> bytes | None:
-        rows = self._pack_query(f"SELECT {'data' if data else 'length(data)'} FROM blobs "
-                                "WHERE hash = ?", (digest,))
-        if not rows:
-            return None
-        return rows[0][0] if data else b""  # type: ignore[return-value]
+    def _packed(self, digest: str) -> bytes | None:
+        """A small blob's stored bytes: waiting for the next sync, or in the pack."""
+        if digest in self._unpacked:
+            return self._unpacked[digest]
+        rows = self._pack_query("SELECT data FROM blobs WHERE hash = ?", (digest,))
+        return rows[0][0] if rows else None  # type: ignore[return-value]
 
     def _wait(self, digest: str) -> None:
         future = self._pending.get(digest)
