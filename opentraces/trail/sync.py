@@ -182,19 +182,26 @@ def fold_repo(log: EventLog, key: str) -> RepoState:
     return state
 
 
+def _derive(log: EventLog, blobs: BlobStore, trace_id: str) -> tuple[
+        list[ev.PatchRecorded], list[ev.PatchRecorded], int]:
+    """A trace's patches: those its stream holds, those it implies and lacks (their blobs
+    stored, not yet synced), and the version the new ones go at."""
+    from opentraces.trail.patches import derive_patches
+
+    records = list(log.read(ev.stream("trace", trace_id)))
+    have = [r.event for r in records if isinstance(r.event, ev.PatchRecorded)]
+    return have, derive_patches(trace_id, records, blobs), (
+        records[-1].version + 1 if records else 0)
+
+
 def _append_patches(log: EventLog, blobs: BlobStore, trace_id: str) -> tuple[
         list[ev.PatchRecorded], int]:
     """Derive the trace's missing patches and write them after its last event."""
-    from opentraces.trail.patches import derive_patches
-
     stream_id = ev.stream("trace", trace_id)
     for _attempt in range(5):
-        records = list(log.read(stream_id))
-        new = derive_patches(trace_id, records, blobs)
-        have = [r.event for r in records if isinstance(r.event, ev.PatchRecorded)]
+        have, new, start = _derive(log, blobs, trace_id)
         if not new:
             return have, 0
-        start = records[-1].version + 1 if records else 0
         blobs.sync()
         try:
             log.write([ev.Recorded(stream_id, start + i, e) for i, e in enumerate(new)])
@@ -216,14 +223,9 @@ def _derive_all(log: EventLog, blobs: BlobStore, ids: Sequence[str],
     One sync and a few large writes instead of one of each per trace: after a bulk import the
     per-trace syncs (one fsync per blob below the syncfs threshold) cost more than the rest.
     """
-    from opentraces.trail.patches import derive_patches
-
     found: list[tuple[str, list[ev.PatchRecorded], list[ev.PatchRecorded], int]] = []
     for trace_id in ids:
-        records = list(log.read(ev.stream("trace", trace_id)))
-        have = [r.event for r in records if isinstance(r.event, ev.PatchRecorded)]
-        new = derive_patches(trace_id, records, blobs)
-        found.append((trace_id, have, new, records[-1].version + 1 if records else 0))
+        found.append((trace_id, *_derive(log, blobs, trace_id)))
         if progress is not None:
             progress(1, len(ids))
     writes = [ev.Recorded(ev.stream("trace", t), start + i, e)
