@@ -8,8 +8,10 @@ not keep it current, ``index_refresh`` (``opentraces trace index refresh``) and 
 - A missing index (the log has events, the index was never built), or one built by another
   code version or from another store, raises :class:`~opentraces.errors.MaintenanceNeeded`
   naming the refresh command, which builds it.
-- Candidates are units (a step, or a whole trace) keyed by ``unit_id``; a query answers at most
-  one unit per trace, its best. Two sessions are never merged, whatever their titles.
+- A query matches, counts and ranks *traces* (BM25F over each trace's text, all its steps
+  together), so ``total`` is the exact number of traces matched. Each trace shown is given as
+  its best unit: the best step that matches the query by itself, else the trace as a whole.
+  Two sessions are never merged, whatever their titles.
 
 Query syntax (whoosh's parser; terms are stemmed, case is ignored): words are AND-ed;
 ``OR``, ``AND``, ``NOT`` and parentheses combine them; ``"exact phrase"``; ``field:value``
@@ -20,6 +22,7 @@ wildcards. With ``lex=True`` the text is plain words, any of which may match (ra
 from __future__ import annotations
 
 import base64
+import heapq
 import json
 import re
 import time
@@ -189,16 +192,16 @@ def trace_query(target: Settings | Path | Workspace, terms: str = "", *, lex: bo
     offset = _offset(page_token, fingerprint)
     with open_workspace(target, readonly=True) as ws:
         proj, fresh = _open(ws)
-        ix = proj.open_index() if proj is not None else None
-        if ix is None:
+        indexes = proj.open_indexes() if proj is not None else None
+        if indexes is None:
             total, hits = 0, []
         else:
             from opentraces.projections.search_index import FACETS
 
             filters = _filters(skill=skill, tool=tool, files=files, project=project, cwd=cwd,
                                since=since_epoch, facets=facets or {}, names=FACETS)
-            total, hits = _search(ix, terms, lex, filters, sort, offset, limit)
-    candidates = [_candidate(h) for h in hits]
+            total, hits = _search(indexes, terms, lex, filters, sort, offset, limit)
+    candidates = [_candidate(_hit(h)) for h in hits]
     has_more = offset + len(candidates) < total
     token = _token(offset + len(candidates), fingerprint) if has_more else None
     nxt, steps = _stale_steps(fresh)
@@ -322,50 +325,75 @@ def _without_positional(q: Any) -> Any:
     return q.apply(_without_positional)
 
 
-def _search(ix: Any, terms: str, lex: bool, filters: list[Any], sort: str, offset: int,
-            limit: int) -> tuple[int, list[dict[str, Any]]]:
-    """(distinct traces or units matched, the hits of the page as plain dicts)."""
-    from whoosh import collectors, query, scoring, sorting
+def _search(indexes: dict[str, Any], terms: str, lex: bool, filters: list[Any], sort: str,
+            offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    """(traces matched, the hits of the page as plain dicts).
 
-    from opentraces.projections.search_index import TEXT_FIELDS
+    Traces are matched, counted and ranked on the traces index (one document per trace, holding
+    all its text); then each trace of the page shows its best matching step, when one step
+    matches on its own, else the trace itself.
+    """
+    from whoosh import query, scoring
 
+    from opentraces.projections.search_index import STEPS, TRACES
+    from opentraces.ranking import Ranker
+
+    parsed = _parse(indexes[TRACES], terms, lex) if terms else None
     wanted = offset + limit
-    by_time = sorting.MultiFacet([sorting.FieldFacet("time", reverse=True),
-                                  sorting.FieldFacet("unit_id")])
+    with indexes[TRACES].searcher(weighting=scoring.BM25F()) as searcher:
+        ranker = Ranker(searcher)
+        parts = [q for q in (parsed, *filters) if q is not None]
+        docs = ranker.docs(query.And(parts) if parts else query.Every())
+        scores: dict[int, float] = {}
+        if parsed is not None and sort == "relevance":
+            scores = ranker.scores(parsed, docs)
+            page = heapq.nsmallest(wanted, docs, key=lambda d: (-scores[d], d))[offset:]
+        else:
+            times = searcher.reader().column_reader("time")
+            page = heapq.nsmallest(wanted, docs, key=lambda d: (-times[d], d))[offset:]
+        hits = [{"fields": searcher.stored_fields(d), "score": round(scores.get(d, 0.0), 4),
+                 "matched": _text_terms(ranker.matched_terms(parsed, d)) if parsed else {}}
+                for d in page]
+    if parsed is not None and hits:
+        best = _best_steps(indexes[STEPS], parsed, filters, sort,
+                           [h["fields"]["trace_id"] for h in hits])
+        for hit in hits:
+            hit |= best.get(hit["fields"]["trace_id"], {})
+    return len(docs), hits
+
+
+def _best_steps(ix: Any, parsed: Any, filters: list[Any], sort: str,
+                trace_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Each trace's best step (highest score, or newest) that matches the query on its own."""
+    from whoosh import query, scoring
+
     # Filters score nothing, so they narrow the matches without changing the ranking.
     narrow = [query.ConstantScoreQuery(f, 0.0) for f in filters]
+    q = query.And([parsed, query.Or([query.Term("trace_id", t) for t in trace_ids]), *narrow])
+    best: dict[str, dict[str, Any]] = {}
     with ix.searcher(weighting=scoring.BM25F()) as searcher:
-        if not terms:
-            q = query.And([query.Term("unit", "trace"), *narrow])
-            top = collectors.SortingCollector(by_time, limit=wanted)
-            searcher.search_with_collector(q, top)
-            results = top.results()
-            return len(results), [_hit(h, 0.0, {}) for h in results[offset:wanted]]
-        parsed = _parse(ix, terms, lex)
-        q = query.And([parsed, *narrow]) if narrow else parsed
-        inner: Any = (collectors.TopCollector(limit=wanted, usequality=False)
-                      if sort == "relevance" else
-                      collectors.SortingCollector(by_time, limit=wanted))
-        collapse = collectors.CollapseCollector(collectors.TermsCollector(inner),
-                                                sorting.FieldFacet("trace_id"), limit=1)
-        searcher.search_with_collector(q, collapse)
-        results = collapse.results()
-        hits = []
-        for h in results[offset:wanted]:
-            matched: dict[str, set[str]] = {}
-            for name, term in h.matched_terms():
-                if name in TEXT_FIELDS:
-                    matched.setdefault(name, set()).add(
-                        term.decode("utf-8", "replace") if isinstance(term, bytes) else term)
-            hits.append(_hit(h, h.score if sort == "relevance" else 0.0,
-                             {k: sorted(v) for k, v in sorted(matched.items())}))
-        return len(collapse.lists), hits
+        order = {"sortedby": "time", "reverse": True} if sort == "time" else {}
+        for hit in searcher.search(q, limit=None, terms=True, **order):
+            fields = hit.fields()
+            if fields["trace_id"] not in best:
+                matched: dict[str, set[str]] = {}
+                for name, term in hit.matched_terms():
+                    word = term.decode("utf-8", "replace") if isinstance(term, bytes) else term
+                    matched.setdefault(name, set()).add(word)
+                best[fields["trace_id"]] = {"fields": fields, "matched": _text_terms(matched)}
+    return best
 
 
-def _hit(hit: Any, score: float | None, matched: dict[str, list[str]]) -> dict[str, Any]:
-    fields = hit.fields()
+def _text_terms(matched: dict[str, set[str]]) -> dict[str, list[str]]:
+    from opentraces.projections.search_index import TEXT_FIELDS
+
+    return {k: sorted(v) for k, v in sorted(matched.items()) if k in TEXT_FIELDS}
+
+
+def _hit(hit: dict[str, Any]) -> dict[str, Any]:
+    fields = hit["fields"]
     return {"unit_id": fields["unit_id"], "trace_id": fields["trace_id"], "card": fields["card"],
-            "score": round(float(score or 0.0), 4), "matched": matched}
+            "score": hit["score"], "matched": hit["matched"]}
 
 
 _MULTI = ("tool", "file_kind", "date")
@@ -459,13 +487,12 @@ def _report(ws: Workspace, *, events_applied: int, seconds: float) -> IndexRepor
     runner = ws.runner()
     state = runner.state(PROJECTION)  # only this view's: the others are not read
     proj = runner.open(PROJECTION)
-    ix = proj.open_index() if proj is not None else None
     fresh = state.state == "fresh"
     nxt = None if fresh else REFRESH_COMMAND
     steps = [] if fresh else [
         f"The search index is {state.state.replace('_', ' ')} "
         f"(position {state.position} of {state.head}); `{REFRESH_COMMAND}` brings it up to date."]
-    return IndexReport(doc_count=ix.doc_count() if ix is not None else 0,
+    return IndexReport(doc_count=proj.doc_count() if proj is not None else 0,
                        position=state.position, head=state.head, lag=state.lag,
                        bytes=proj.bytes_on_disk() if proj is not None else 0,
                        state=state.state, built_at=proj.built_at() if proj is not None else None,

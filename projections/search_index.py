@@ -1,4 +1,4 @@
-"""Search index: a whoosh (BM25F) index of traces, one document per step and one per trace.
+"""Search index: whoosh (BM25F) indexes of traces: one document per trace, one per step.
 
 The build folder holds two things:
 
@@ -6,19 +6,24 @@ The build folder holds two things:
   (session facts, step text, tool calls, results, skills, patches, anchors) plus ``dirty``, the
   units whose documents must be (re)written. Step text grows with ``StepExtended`` and results
   arrive after their calls, so documents are rendered from these rows, never from one event.
-- ``whoosh/``, the index itself. Documents are keyed by ``unit_id`` (``<trace_id>`` for the
-  trace document, ``<trace_id>:<step_index>`` for a step).
+- ``whoosh/``, two whoosh indexes with one schema: ``traces`` (a document per trace, keyed by
+  ``<trace_id>``, holding the text of all its steps up to :data:`TRACE_FIELD_CHARS` per field,
+  and the union of their facets) and ``steps`` (a document per step, keyed by
+  ``<trace_id>:<step_index>``). A query ranks and counts traces on the first (10k documents for
+  10k traces rather than one per step), then picks the best step of each trace it shows from the
+  second; keeping them apart keeps each one's statistics (lengths, frequencies) its own.
 
 A unit is written by :meth:`SearchIndex.finish` (or earlier, once :data:`FLUSH_UNITS` units are
-dirty) with one whoosh writer: ``update_document`` by ``unit_id``, or delete-by-trace then add
-when the trace's inherited facets changed or its transcript was read again from the start.
+dirty) with one whoosh writer per index: ``update_document`` by ``unit_id``, or delete-by-trace
+then add when the trace's inherited facets changed or its transcript was read again from the
+start. Any change to a trace rewrites its trace document.
 
 Invariants:
 - Only events are read (never another projection). ``SourceSegmentRead`` at offset 0 with a
   higher generation drops the trace's steps, calls, results and skills, as in the traces view.
 - Two positions are kept in ``meta``: ``position`` (side tables applied, committed with the
   rows) and ``indexed`` (the whoosh index holds every document of the side tables up to there,
-  recorded only after the whoosh commit). :meth:`position` answers ``indexed``, so after a crash
+  recorded only after both whoosh commits). :meth:`position` answers ``indexed``, so after a crash
   between the two the runner feeds the events again; the side tables skip them and the dirty
   units are written again (keyed updates, so nothing is doubled).
 - :meth:`digest` is blake3 over the side tables (documents are a pure function of them), not
@@ -48,6 +53,9 @@ from opentraces.projections.base import Handler, SqlProjection, in_trace_stream
 from opentraces.projections.bucket_manifest import project_slug
 
 INDEX_DIR = "whoosh"
+#: The two whoosh indexes (``indexname``) of the folder.
+TRACES = "traces"
+STEPS = "steps"
 
 #: Caps on what one document holds: enough to find a step, not the whole transcript.
 TEXT_CHARS = 8000  # a step's prompt or agent text
@@ -55,9 +63,13 @@ OUTPUT_CHARS = 2000  # one tool result
 STEP_OUTPUT_CHARS = 6000  # all results of one step
 ERROR_CHARS = 1000  # one failed result's text
 COMMAND_CHARS = 1000  # one tool call's command, pattern or query
-TASK_CHARS = 2000  # the first prompt, in the trace document
+TASK_CHARS = 2000  # the first prompt (a trace's summary, and its title when it has none)
 SUMMARY_CHARS = 240
 TITLE_CHARS = 80
+#: Cap on each text field of a trace document (the trace's steps' text, joined in order). A
+#: longer session's later text is still in its step documents, but a query finds traces by
+#: their trace document, so the cap is large: the first ~100 steps of dense work.
+TRACE_FIELD_CHARS = 200_000
 PATHS_PER_CALL = 20
 
 #: Write and commit once this many units are dirty. Each commit leaves a segment, and every
@@ -228,7 +240,6 @@ def schema() -> Any:
     spec: dict[str, Any] = {
         "unit_id": fields.ID(stored=True, unique=True, sortable=True),
         "trace_id": fields.ID(stored=True, sortable=True),
-        "unit": fields.ID(),
         "cwd": fields.ID(),
         "time": fields.NUMERIC(int, bits=64, signed=True, sortable=True, stored=True),
         "card": fields.STORED(),
@@ -362,7 +373,7 @@ class _Trace:
         headline = (_first_line(text, SUMMARY_CHARS) or "; ".join(step.commands)[:SUMMARY_CHARS]
                     or " ".join([", ".join(tools), *files[:3]]).strip())
         summary = (text.strip() or "\n".join(step.commands) or outputs)[:SUMMARY_CHARS]
-        doc = self._doc(f"{self.head['trace_id']}:{index}", "step", base, seconds)
+        doc = self._doc(f"{self.head['trace_id']}:{index}", base, seconds)
         doc |= {
             "prompt" if step.role == "user" else "text": text,
             "commands": "\n".join([*tools, *step.commands]),
@@ -378,7 +389,10 @@ class _Trace:
                                  summary=summary, files=files, skills=step.skills, doc=doc)
         return doc
 
-    def trace_doc(self, base: dict[str, Any]) -> dict[str, Any]:
+    def trace_doc(self, base: dict[str, Any], step_docs: dict[int, dict[str, Any]]
+                  ) -> dict[str, Any]:
+        """The trace's document: its title, and the text fields of ``step_docs`` (every step's
+        document, by index) joined in step order, each cut at :data:`TRACE_FIELD_CHARS`."""
         cwd = base["cwd"] or None
         steps = self.steps.values()
         files = list(dict.fromkeys(relative(f, cwd) for s in steps for f in s.files))
@@ -388,9 +402,12 @@ class _Trace:
         if started is not None:
             times.append(started)
         task = self.task()
-        doc = self._doc(self.head["trace_id"], "trace", base, max(times) if times else None)
+        doc = self._doc(self.head["trace_id"], base, max(times) if times else None)
+        for name in TEXT_FIELDS:
+            parts = [d[name] for _, d in sorted(step_docs.items()) if d.get(name)]
+            doc[name] = "\n".join(parts)[:TRACE_FIELD_CHARS]
         doc |= {
-            "title": base["title"], "prompt": task, "paths": "\n".join(files),
+            "title": base["title"],
             "model": _facet([base["model"], *(s.model or "" for s in steps)]),
             "tool": _facet([t for s in steps for t in s.tools]), "file": _facet(files),
             "file_kind": _facet([k for f in files for k in file_kinds(f)]),
@@ -403,10 +420,9 @@ class _Trace:
                                  doc=doc, steps=len(self.steps))
         return doc
 
-    def _doc(self, unit_id: str, unit: str, base: dict[str, Any],
-             seconds: int | None) -> dict[str, Any]:
+    def _doc(self, unit_id: str, base: dict[str, Any], seconds: int | None) -> dict[str, Any]:
         doc: dict[str, Any] = {
-            "unit_id": unit_id, "trace_id": self.head["trace_id"], "unit": unit,
+            "unit_id": unit_id, "trace_id": self.head["trace_id"],
             "agent": _facet([base["agent"]]), "project": _facet([base["project"]]),
             "committed": "true" if base["committed"] else "false",
         }
@@ -435,7 +451,7 @@ class _Trace:
 
 class SearchIndex(SqlProjection):
     name: ClassVar[str] = "search_index"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     eager: ClassVar[bool] = False
     refresh_command: ClassVar[str] = "opentraces trace index refresh"
     SCHEMA: ClassVar[str] = """
@@ -632,9 +648,9 @@ class SearchIndex(SqlProjection):
                 dirty.setdefault(trace_id, set()).add(step_index)
             (side_position,) = conn.execute(
                 "SELECT coalesce((SELECT value FROM meta WHERE key = 'position'), 0)").fetchone()
-            ix = self._open_for_writing()
+            indexes = self._open_for_writing()
             if dirty:
-                self._write(conn, ix, dirty)
+                self._write(conn, indexes, dirty)
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("DELETE FROM dirty")
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('indexed', ?)",
@@ -642,48 +658,58 @@ class SearchIndex(SqlProjection):
             conn.execute("COMMIT")
         self._indexed = int(side_position)
 
-    def _write(self, conn: sqlite3.Connection, ix: Any, dirty: dict[str, set[int]]) -> None:
-        empty = ix.doc_count_all() == 0
+    def _write(self, conn: sqlite3.Connection, indexes: dict[str, Any],
+               dirty: dict[str, set[int]]) -> None:
+        # Per index: a crash between the two commits leaves one written and the other empty.
+        empty = {name: ix.doc_count_all() == 0 for name, ix in indexes.items()}
         # Not compound: whoosh3 opens a file inside a compound segment by copying it into
         # memory, which made every query read the whole posting file (~14 ms per file at 10k
         # traces); separate files are opened in place.
-        writer = ix.writer(limitmb=WRITER_LIMIT_MB, compound=False)
+        writers = {name: ix.writer(limitmb=WRITER_LIMIT_MB // 2, compound=False)
+                   for name, ix in indexes.items()}
         stored = dict(conn.execute("SELECT trace_id, inherited FROM documents"))
         counts: list[tuple[str, str, int]] = []
         try:
             for trace_id in sorted(dirty):
                 trace = _Trace.read(conn, trace_id)
                 key = trace.key()
-                whole = empty or WHOLE_TRACE in dirty[trace_id] or stored.get(trace_id) != key
+                whole = (any(empty.values()) or WHOLE_TRACE in dirty[trace_id]
+                         or stored.get(trace_id) != key)
                 base = trace.inherited()
-                indexes = sorted(trace.steps) if whole else sorted(
-                    i for i in dirty[trace_id] if i in trace.steps)
-                docs = [d for i in indexes if (d := trace.step_doc(i, base)) is not None]
-                docs.append(trace.trace_doc(base))
-                if whole and not empty:
-                    writer.delete_by_term("trace_id", trace_id)
-                for doc in docs:
-                    if whole:
-                        writer.add_document(**doc)
-                    else:
-                        writer.update_document(**doc)
-                units = 1 + sum(s.indexable() for s in trace.steps.values())
-                counts.append((trace_id, key, units))
-            writer.commit()
+                step_docs = {i: d for i in sorted(trace.steps)
+                             if (d := trace.step_doc(i, base)) is not None}
+                wanted = step_docs if whole else {
+                    i: d for i, d in step_docs.items() if i in dirty[trace_id]}
+                for name, docs in ((STEPS, list(wanted.values())),
+                                   (TRACES, [trace.trace_doc(base, step_docs)])):
+                    writer = writers[name]
+                    if whole and not empty[name]:
+                        writer.delete_by_term("trace_id", trace_id)
+                    for doc in docs:
+                        if whole:
+                            writer.add_document(**doc)
+                        else:
+                            writer.update_document(**doc)
+                counts.append((trace_id, key, 1 + len(step_docs)))
+            for writer in writers.values():
+                writer.commit()
         except BaseException:
-            writer.cancel()
+            for writer in writers.values():
+                if not writer.is_closed:
+                    writer.cancel()
             raise
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany("INSERT OR REPLACE INTO documents VALUES (?, ?, ?)", counts)
         conn.execute("COMMIT")
 
-    def _open_for_writing(self) -> Any:
+    def _open_for_writing(self) -> dict[str, Any]:
         from whoosh import index
 
-        if index.exists_in(self.index_dir):
-            return index.open_dir(self.index_dir)
         self.index_dir.mkdir(parents=True, exist_ok=True)
-        return index.create_in(self.index_dir, schema())
+        return {name: index.open_dir(self.index_dir, indexname=name)
+                if index.exists_in(self.index_dir, indexname=name)
+                else index.create_in(self.index_dir, schema(), indexname=name)
+                for name in (STEPS, TRACES)}
 
     # -- checks and reading -------------------------------------------------------------------
 
@@ -692,29 +718,37 @@ class SearchIndex(SqlProjection):
         if found:
             return found
         try:
-            ix = self.open_index()
+            indexes = self.open_indexes()
         except Exception as e:  # whoosh raises many kinds on a damaged folder
             return [f"{self.name}: {self.index_dir} cannot be opened ({e})"]
-        if ix is None:
+        if indexes is None:
             return [f"{self.name}: {self.index_dir} is missing"]
         with self.reader() as conn:
             (expected,) = conn.execute(
                 "SELECT coalesce(sum(units), 0) FROM documents").fetchone()
+            (traces,) = conn.execute("SELECT count(*) FROM documents").fetchone()
             (dirty,) = conn.execute("SELECT count(*) FROM dirty").fetchone()
         if dirty:
             return [f"{self.name}: {dirty} units were never written to the index"]
-        if ix.doc_count() != expected:
-            return [f"{self.name}: the index holds {ix.doc_count()} documents, "
-                    f"the side tables {expected}"]
+        held = {name: ix.doc_count() for name, ix in indexes.items()}
+        if (held[TRACES], held[STEPS]) != (traces, expected - traces):
+            return [f"{self.name}: the index holds {held[TRACES]} trace and {held[STEPS]} step "
+                    f"documents, the side tables {traces} and {expected - traces}"]
         return []
 
-    def open_index(self) -> Any:
-        """The whoosh index, opened read-only, or None when it was never written."""
+    def open_indexes(self) -> dict[str, Any] | None:
+        """The ``traces`` and ``steps`` indexes, opened read-only; None when never written."""
         from whoosh import index
 
-        if not index.exists_in(self.index_dir):
+        if not all(index.exists_in(self.index_dir, indexname=n) for n in (STEPS, TRACES)):
             return None
-        return index.open_dir(self.index_dir, readonly=True)
+        return {name: index.open_dir(self.index_dir, indexname=name, readonly=True)
+                for name in (STEPS, TRACES)}
+
+    def doc_count(self) -> int:
+        """Documents in both indexes (0 when never written)."""
+        indexes = self.open_indexes()
+        return sum(ix.doc_count() for ix in indexes.values()) if indexes else 0
 
     def built_at(self) -> str | None:
         """When the index was last committed (the newest table of contents), ISO UTC."""
@@ -749,5 +783,5 @@ class SearchIndex(SqlProjection):
 
 
 
-__all__ = ["CASE_SENSITIVE_FACETS", "FACETS", "NO_PHRASE_FIELDS", "TEXT_FIELDS", "SearchIndex",
-           "schema"]
+__all__ = ["CASE_SENSITIVE_FACETS", "FACETS", "NO_PHRASE_FIELDS", "STEPS", "TEXT_FIELDS", "TRACES",
+           "SearchIndex", "schema"]

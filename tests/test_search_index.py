@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -109,7 +110,7 @@ def test_phrase_and_or(corpus) -> None:
     assert _ids(search.trace_query(settings, '"seem to start"'))[0] == traces[SHORT]
     assert search.trace_query(settings, '"start seem doesnt"').total == 0
     assert traces[SHORT] in _ids(search.trace_query(settings, "start seem doesnt"))
-    # AND is the default; both words must be in one unit.
+    # AND is the default; both words must be in one trace.
     assert _ids(search.trace_query(settings, "governance budgetings")) == [traces[CODEX_DEMO]]
     assert search.trace_query(settings, "governance AND lead_gemini.txt").total == 0
     both = search.trace_query(settings, "governance OR lead_gemini.txt")
@@ -348,7 +349,7 @@ def test_index_is_idempotent_after_a_crash(tmp_path: Path, settings: Settings) -
     for proj in (clean, again):
         assert proj.problems() == [] and proj.position() == records[-1].position
     assert again.digest() == clean.digest()
-    assert again.open_index().doc_count() == clean.open_index().doc_count()
+    assert again.doc_count() == clean.doc_count()
     again.close()
     clean.close()
 
@@ -405,6 +406,96 @@ def test_committed_is_a_facet_from_anchors(settings: Settings) -> None:
     committed = search.trace_query(settings, "quokka", facets={"committed": "yes"})
     assert committed.total == 1 and committed.candidates[0].facets["committed"] is True
     assert search.trace_query(settings, "rename", facets={"committed": "true"}).total == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Matching and ranking (opentraces.ranking) against whoosh's own collectors
+
+RANKED = ["file", "show tools", "governance OR lead_gemini.txt", "model NOT file", "pars*",
+          "commands:git", "tool:bash", '"seem to start"', '"doesnt seem"~3', "test AND NOT ts"]
+
+
+def _compare(index: Any, queries: list[str]) -> int:
+    """Assert the ranker's matches equal whoosh's, and so do its scores (but for phrases,
+    wildcards and NOT, which the ranker scores by their words: see opentraces.ranking)."""
+    from whoosh import scoring
+
+    from opentraces.ranking import Ranker
+
+    compared = 0
+    with index.searcher(weighting=scoring.BM25F()) as searcher:
+        ranker = Ranker(searcher)
+        for text in queries:
+            q = search._parse(index, text, False)
+            theirs = {h.docnum: h.score for h in searcher.search(q, limit=None)}
+            mine = ranker.docs(q)
+            assert mine == set(theirs) == set(searcher.docs_for_query(q)), text
+            if not any(mark in text for mark in ('"', "*", "NOT")):
+                scores = ranker.scores(q, mine)
+                assert all(abs(scores[d] - theirs[d]) < 1e-4 for d in mine), text
+            compared += len(mine)
+    return compared
+
+
+def test_ranker_matches_and_scores_as_whoosh_does(corpus) -> None:
+    settings, _ = corpus
+    with api.open_workspace(settings, readonly=True) as ws:
+        indexes = ws.runner().open("search_index").open_indexes()
+        assert _compare(indexes["traces"], RANKED) > 20
+        assert _compare(indexes["steps"], RANKED) > 100
+
+
+def test_ranker_leaves_out_deleted_documents(settings: Settings) -> None:
+    _import(settings, SHORT, CODEX_DEMO)
+    search.index_refresh(settings)
+    trace_id = _trace_of(settings, SHORT)
+    api.append(settings, ev.stream("trace", trace_id), [
+        ev.StepRecorded(step_index=900, role="user", content="one more zebrafinch question")])
+    search.index_refresh(settings)
+    with api.open_workspace(settings, readonly=True) as ws:
+        indexes = ws.runner().open("search_index").open_indexes()
+        with indexes["traces"].searcher() as searcher:  # the rewritten trace left a deletion
+            assert any(leaf.deleted_docs_set for leaf, _ in searcher.reader().leaf_readers())
+        _compare(indexes["traces"], ["file", "zebrafinch", "model NOT file", "governance"])
+    (hit,) = search.trace_query(settings, "zebrafinch").candidates
+    assert (hit.trace_id, hit.step_index) == (trace_id, 900)
+
+
+def test_words_may_match_in_different_steps_of_one_trace(settings: Settings) -> None:
+    trace_id = ev.trace_id_for("pi", "split")
+    api.append(settings, ev.stream("trace", trace_id), [
+        ev.SessionStarted(trace_id=trace_id, session_id="split", agent=ev.AgentInfo(name="pi"),
+                          cwd="/w/shop"),
+        ev.StepRecorded(step_index=0, role="user", content="tangerine checkout"),
+        ev.StepRecorded(step_index=1, role="agent", content="marmalade receipt"),
+    ])
+    other = ev.trace_id_for("pi", "other")
+    api.append(settings, ev.stream("trace", other), [
+        ev.SessionStarted(trace_id=other, session_id="other", agent=ev.AgentInfo(name="pi")),
+        ev.StepRecorded(step_index=0, role="user", content="a tangerine alone"),
+    ])
+    search.index_refresh(settings)
+    both = search.trace_query(settings, "tangerine marmalade")
+    assert both.total == 1
+    (hit,) = both.candidates  # no single step has both words: the trace is the unit
+    assert (hit.trace_id, hit.step_index, hit.unit_id) == (trace_id, None, trace_id)
+    assert hit.matched_fields == {"prompt": ["tangerin"], "text": ["marmalad"],
+                                  "title": ["tangerin"]}  # the title is the first prompt
+    one = search.trace_query(settings, "marmalade")
+    assert [(c.trace_id, c.step_index) for c in one.candidates] == [(trace_id, 1)]
+    assert one.candidates[0].matched_fields == {"text": ["marmalad"]}
+    assert search.trace_query(settings, "tangerine").total == 2
+    assert search.trace_query(settings, '"tangerine marmalade"').total == 0
+
+
+def test_phrase_positions_in_order_within_the_slop() -> None:
+    from opentraces.ranking import _in_sequence
+
+    assert _in_sequence([[3, 9], [10], [11]], 1)
+    assert not _in_sequence([[3], [5], [6]], 1)
+    assert _in_sequence([[3], [5], [6]], 2)
+    assert not _in_sequence([[7], [5]], 3)  # order counts
+    assert _in_sequence([[1, 4], [2, 5], [3]], 1)
 
 
 # ---------------------------------------------------------------------------------------------

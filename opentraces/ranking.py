@@ -1,0 +1,282 @@
+"""Exact matching and BM25F ranking over a whoosh index, as sets of document numbers.
+
+Why not whoosh's collectors: they walk a tree of matcher objects and score each posting through
+several Python calls, which cost hundreds of milliseconds for a word found in thousands of
+traces; and the top-N collector drops low-scoring branches of an ``Or`` part-way through a
+search (``replace``), so the number of matches it reports falls short of the real one.
+
+Here each term's postings are read a block at a time, the query's boolean structure is applied
+to sets of document numbers (so ``total`` is exact), and the matches are scored with whoosh's own
+BM25F formula, field lengths and statistics: for words, AND and OR the scores are those whoosh
+gives. Three differences are deliberate: a phrase scores as its words, a wildcard or prefix as
+the words it expands to (whoosh gives both a flat score), and ``NOT`` adds nothing (whoosh adds
+1). whoosh still parses and analyses the query and stores the postings.
+
+The block reading uses whoosh3's posting-block and length-column layout (pinned in
+``pyproject.toml``); ``tests/test_ranking.py`` compares every score with whoosh's own.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from typing import Any
+
+from whoosh import query
+from whoosh.codec.whoosh3 import LENGTHS_COLUMN, W3LeafMatcher, _lenfield
+from whoosh.matching.wrappers import FilterMatcher
+from whoosh.query.qcore import _NullQuery
+from whoosh.scoring import bm25
+from whoosh.util.numeric import byte_to_length
+
+__all__ = ["Ranker"]
+
+B = 0.75
+K1 = 1.2
+
+_LENGTHS = [byte_to_length(b) for b in range(256)]
+
+
+class Ranker:
+    """Matches and scores queries on one open whoosh searcher (read-only, not thread-safe)."""
+
+    def __init__(self, searcher: Any) -> None:
+        self.searcher = searcher
+        self.reader = searcher.reader()
+        self.schema = self.reader.schema
+        self.leaves: list[tuple[Any, int]] = self.reader.leaf_readers()
+        self.size = self.reader.doc_count_all()
+        self._postings: dict[tuple[str, bytes], tuple[list[int], list[float]]] = {}
+        self._lengths: dict[tuple[int, str], bytes] = {}
+        self._deleted: set[int] | None = None
+
+    # -- matching -----------------------------------------------------------------------------
+
+    def docs(self, q: Any) -> set[int]:
+        """The live documents matching ``q``."""
+        return self._docs(q) - self.deleted()
+
+    def deleted(self) -> set[int]:
+        if self._deleted is None:
+            self._deleted = {offset + d for leaf, offset in self.leaves
+                             for d in leaf.deleted_docs_set}
+        return self._deleted
+
+    def _docs(self, q: Any, known: set[int] | frozenset[int] = frozenset()) -> set[int]:
+        """Documents matching ``q``; those in ``known`` (already matched) may be left out."""
+        if isinstance(q, query.Term):
+            return set(self.postings(q.fieldname, q.text)[0])
+        if isinstance(q, query.And | query.Require):
+            positive = [s for s in q.subqueries if not isinstance(s, query.Not)]
+            negative = [s.query for s in q.subqueries if isinstance(s, query.Not)]
+            found: set[int] | None = None
+            for sub in sorted(positive, key=self._cheap_first):
+                found = self._docs(sub) if found is None else found & self._docs(sub)
+                if not found:
+                    return set()
+            if found is None:
+                found = set(range(self.size))
+            for sub in negative:
+                found -= self._docs(sub)
+            return found
+        if isinstance(q, query.Or | query.DisjunctionMax):
+            union: set[int] = set()
+            # Phrases last: a document another branch matched needs no position check.
+            for sub in sorted(q.subqueries, key=lambda s: isinstance(s, query.Phrase)):
+                union |= self._docs(sub, known=union)
+            return union
+        if isinstance(q, query.Not):
+            return set(range(self.size)) - self._docs(q.query)
+        if isinstance(q, query.AndNot):
+            return self._docs(q.a) - self._docs(q.b)
+        if isinstance(q, query.AndMaybe):
+            return self._docs(q.a)
+        if isinstance(q, query.ConstantScoreQuery):
+            return self._docs(q.child)
+        if isinstance(q, query.Every):
+            return set(range(self.size))
+        if isinstance(q, _NullQuery):
+            return set()
+        if isinstance(q, query.NumericRange):  # terms of several precisions, as whoosh does
+            return self._docs(q._compile_query(self.reader))
+        if isinstance(q, query.MultiTerm):  # prefixes, wildcards, term ranges
+            return set().union(*(self.postings(q.field(), t)[0]
+                                 for t in q._btexts(self.reader)))
+        if isinstance(q, query.Phrase) and self._positional(q.fieldname):
+            return self._phrase(q, known)
+        # Anything else: whoosh's own matcher decides.
+        return set(self.searcher.docs_for_query(q))
+
+    def _positional(self, field: str) -> bool:
+        return field in self.schema and self.schema[field].format.supports("positions")
+
+    def _phrase(self, q: Any, known: set[int] | frozenset[int]) -> set[int]:
+        """Documents holding the phrase's words in order, each within ``slop`` of the last."""
+        found: set[int] | None = None
+        for word in q.words:
+            docs = set(self.postings(q.fieldname, word)[0])
+            found = docs - known if found is None else found & docs
+            if not found:
+                return set()
+        if found is None or len(q.words) < 2:
+            return found or set()
+        lists = [self._positions(q.fieldname, word, found) for word in q.words]
+        return {d for d in found if _in_sequence([p[d] for p in lists], q.slop)}
+
+    def _positions(self, field: str, text: str | bytes, docs: set[int]) -> dict[int, list[int]]:
+        """Word positions of one term in each document of ``docs``."""
+        btext = text if isinstance(text, bytes) else self.schema[field].to_bytes(text)
+        decode = self.schema[field].format.decoder("positions")
+        found: dict[int, list[int]] = {}
+        for leaf, offset in self.leaves:
+            if (field, btext) not in leaf:
+                continue
+            m = _unfiltered(leaf.postings(field, btext))
+            if not isinstance(m, W3LeafMatcher):
+                while m.is_active():
+                    if offset + m.id() in docs:
+                        found[offset + m.id()] = decode(m.value())
+                    m.next()
+                continue
+            while not m._atend:
+                m._read_ids()
+                m._read_values()
+                for d, value in zip(m._ids, m._values, strict=True):
+                    if offset + d in docs:
+                        found[offset + d] = decode(value)
+                if m._lastblock:
+                    break
+                m._goto(m._nextoffset)
+        return found
+
+    @staticmethod
+    def _cheap_first(q: Any) -> int:
+        return 0 if isinstance(q, query.Term) else 1
+
+    def postings(self, field: str, text: str | bytes) -> tuple[list[int], list[float]]:
+        """(global document numbers, weights) of one term, in document order."""
+        btext = text if isinstance(text, bytes) else self.schema[field].to_bytes(text)
+        key = (field, btext)
+        cached = self._postings.get(key)
+        if cached is not None:
+            return cached
+        ids: list[int] = []
+        weights: list[float] = []
+        for leaf, offset in self.leaves:
+            if (field, btext) not in leaf:
+                continue
+            m = _unfiltered(leaf.postings(field, btext))
+            if not isinstance(m, W3LeafMatcher):
+                while m.is_active():
+                    ids.append(offset + m.id())
+                    weights.append(m.weight())
+                    m.next()
+                continue
+            while not m._atend:  # one posting block at a time
+                m._read_ids()
+                m._read_weights()
+                ids.extend([offset + d for d in m._ids] if offset else m._ids)
+                weights.extend(m._weights)
+                if m._lastblock:
+                    break
+                m._goto(m._nextoffset)
+        self._postings[key] = (ids, weights)
+        return ids, weights
+
+    # -- scoring ------------------------------------------------------------------------------
+
+    def scores(self, q: Any, docs: set[int]) -> dict[int, float]:
+        """BM25F score of each document of ``docs`` for ``q`` (the sum over its scored terms)."""
+        scores = dict.fromkeys(docs, 0.0)
+        for field, text, boost in self.leaf_terms(q):
+            ids, weights = self.postings(field, text)
+            if not ids:
+                continue
+            if not self.schema[field].scorable:  # a facet term: its weight, as whoosh gives
+                for d, w in zip(ids, weights, strict=True):
+                    if d in scores:
+                        scores[d] += boost * w
+                continue
+            btext = text if isinstance(text, bytes) else self.schema[field].to_bytes(text)
+            idf = self.searcher.idf(field, btext)
+            average = self.searcher.avg_field_length(field) or 1
+            memo: dict[tuple[float, int], float] = {}
+            lengths = self._length_bytes(field)
+            for d, w in zip(ids, weights, strict=True):
+                if d not in scores:
+                    continue
+                key = (w, lengths[d])
+                s = memo.get(key)
+                if s is None:
+                    s = memo[key] = boost * bm25(idf, w, _LENGTHS[key[1]], average, B, K1)
+                scores[d] += s
+        return scores
+
+    def leaf_terms(self, q: Any, boost: float = 1.0) -> list[tuple[str, str | bytes, float]]:
+        """(field, text, boost) of every term whose presence adds to a document's score."""
+        boost *= getattr(q, "boost", 1.0)
+        if isinstance(q, query.Term):
+            return [(q.fieldname, q.text, boost)] if q.fieldname in self.schema else []
+        if isinstance(q, query.Not | query.ConstantScoreQuery | _NullQuery | query.Every):
+            return []
+        if isinstance(q, query.AndNot):
+            return self.leaf_terms(q.a, boost)
+        if isinstance(q, query.Phrase):
+            return [(q.fieldname, w, boost) for w in q.words]
+        if isinstance(q, query.MultiTerm):
+            field = q.field()
+            if field not in self.schema:
+                return []
+            return [(field, t, boost) for t in sorted(set(q._btexts(self.reader)))]
+        if isinstance(q, query.CompoundQuery):
+            return [t for s in q.subqueries for t in self.leaf_terms(s, boost)]
+        return []
+
+    def _length_bytes(self, field: str) -> bytes:
+        """Each document's field length as whoosh stores it (one byte per document)."""
+        key = (id(self.reader), field)
+        found = self._lengths.get(key)
+        if found is None:
+            parts = []
+            for leaf, _offset in self.leaves:
+                column = leaf._perdoc._cached_reader(_lenfield(field), LENGTHS_COLUMN)
+                count = leaf.doc_count_all()
+                if column is None:
+                    parts.append(bytes(count))
+                else:
+                    parts.append(column._dbfile.get(column._basepos, count))
+            found = self._lengths[key] = b"".join(parts)
+        return found
+
+    # -- per document -------------------------------------------------------------------------
+
+    def matched_terms(self, q: Any, docnum: int) -> dict[str, set[str]]:
+        """The scored terms of ``q`` that document ``docnum`` contains, by field."""
+        found: dict[str, set[str]] = {}
+        for field, text, _boost in self.leaf_terms(q):
+            ids = self.postings(field, text)[0]
+            i = bisect_left(ids, docnum)
+            if i < len(ids) and ids[i] == docnum:
+                word = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+                found.setdefault(field, set()).add(word)
+        return found
+
+
+def _unfiltered(m: Any) -> Any:
+    """The postings without the filter that hides deleted documents: :meth:`Ranker.docs`
+    removes those once, from the final set, and nothing outside it is scored."""
+    return m.child if isinstance(m, FilterMatcher) else m
+
+
+def _in_sequence(positions: list[list[int]], slop: int) -> bool:
+    """Whether one position can be taken from each list in order, each after the previous by
+    at most ``slop`` (the earliest such next position is always the best choice)."""
+    for start in positions[0]:
+        previous = start
+        for later in positions[1:]:
+            i = bisect_right(later, previous)
+            if i == len(later) or later[i] - previous > slop:
+                break
+            previous = later[i]
+        else:
+            return True
+    return False
