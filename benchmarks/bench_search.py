@@ -284,9 +284,10 @@ def main() -> None:
         return "**PASS**" if ok else "**FAIL**"
 
     body = f"""\
-Build = `search.index_rebuild` (all events read from the log, documents written with one whoosh
-writer, committed once); MB/s are of the transcript bytes for (a) and of the event text (prompts,
-agent text, tool results before the index's caps) for (b). Synthetic traces: {args.turns} user
+Build = `search.index_rebuild` (all events read from the log; a document per trace, holding all
+its text, and one per step, written with one whoosh writer per index and committed once); MB/s
+are of the transcript bytes for (a) and of the event text (prompts, agent text, tool results
+before the index's caps) for (b). Synthetic traces: {args.turns} user
 turns of ~3 steps each (1-3 Bash/Read/Edit/Grep calls with results of 0.2-6 KB), appended with
 `api.append(..., catch_up=False)` in {b['append_seconds']:.0f} s (not in the figures).
 
@@ -295,7 +296,10 @@ turns of ~3 steps each (1-3 Bash/Read/Edit/Grep calls with results of 0.2-6 KB),
               [_build_row(f"(a) {a['files']} Claude Code sessions × {args.entries} lines", a),
                _build_row(f"(b) {b['traces']:,} synthetic traces", b)])}
 
-Query latency on the (b) index ({b['docs']:,} documents), first page of 20:
+Query latency on the (b) index ({b['docs']:,} documents: {b['traces']:,} traces and their steps),
+first page of 20. A query matches, counts and ranks traces on the traces index
+(`opentraces.ranking`: sets of document numbers read from whoosh's postings, whoosh's BM25F),
+then picks the best matching step of each of the 20 traces shown from the steps index.
 
 {common.table(["path", "runs", "median", "p95", "min", "max", "goal"],
               [("API `search.trace_query`", len(api_runs["all"]), f"{api_ms['median']:.1f} ms",

@@ -19,6 +19,7 @@ The block reading uses whoosh3's posting-block and length-column layout (pinned 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
 from typing import Any
 
 from whoosh import query
@@ -37,23 +38,36 @@ _LENGTHS = [byte_to_length(b) for b in range(256)]
 
 
 class Ranker:
-    """Matches and scores queries on one open whoosh searcher (read-only, not thread-safe)."""
+    """Matches and scores queries on one open whoosh searcher (read-only, not thread-safe).
 
-    def __init__(self, searcher: Any) -> None:
+    ``within`` confines everything to those documents: posting blocks holding none of them are
+    skipped unread, so a query over a few traces' steps costs little in a large index.
+    """
+
+    def __init__(self, searcher: Any, within: set[int] | None = None) -> None:
         self.searcher = searcher
         self.reader = searcher.reader()
         self.schema = self.reader.schema
         self.leaves: list[tuple[Any, int]] = self.reader.leaf_readers()
         self.size = self.reader.doc_count_all()
+        self.within = within
+        # per leaf: the leaf's own numbers of the documents within, sorted
+        self._local = None if within is None else [
+            sorted(d - offset for d in within if offset <= d < offset + leaf.doc_count_all())
+            for leaf, offset in self.leaves]  # (within is small: a page of traces' steps)
         self._postings: dict[tuple[str, bytes], tuple[list[int], list[float]]] = {}
-        self._lengths: dict[tuple[int, str], bytes] = {}
+        self._lengths: dict[str, bytes] = {}
         self._deleted: set[int] | None = None
 
     # -- matching -----------------------------------------------------------------------------
 
     def docs(self, q: Any) -> set[int]:
         """The live documents matching ``q``."""
-        return self._docs(q) - self.deleted()
+        found = self._docs(q) - self.deleted()
+        return found if self.within is None else found & self.within
+
+    def _universe(self) -> set[int]:
+        return set(range(self.size)) if self.within is None else set(self.within)
 
     def deleted(self) -> set[int]:
         if self._deleted is None:
@@ -74,7 +88,7 @@ class Ranker:
                 if not found:
                     return set()
             if found is None:
-                found = set(range(self.size))
+                found = self._universe()
             for sub in negative:
                 found -= self._docs(sub)
             return found
@@ -85,7 +99,7 @@ class Ranker:
                 union |= self._docs(sub, known=union)
             return union
         if isinstance(q, query.Not):
-            return set(range(self.size)) - self._docs(q.query)
+            return self._universe() - self._docs(q.query)
         if isinstance(q, query.AndNot):
             return self._docs(q.a) - self._docs(q.b)
         if isinstance(q, query.AndMaybe):
@@ -93,7 +107,7 @@ class Ranker:
         if isinstance(q, query.ConstantScoreQuery):
             return self._docs(q.child)
         if isinstance(q, query.Every):
-            return set(range(self.size))
+            return self._universe()
         if isinstance(q, _NullQuery):
             return set()
         if isinstance(q, query.NumericRange):  # terms of several precisions, as whoosh does
@@ -104,7 +118,8 @@ class Ranker:
         if isinstance(q, query.Phrase) and self._positional(q.fieldname):
             return self._phrase(q, known)
         # Anything else: whoosh's own matcher decides.
-        return set(self.searcher.docs_for_query(q))
+        found = set(self.searcher.docs_for_query(q))
+        return found if self.within is None else found & self.within
 
     def _positional(self, field: str) -> bool:
         return field in self.schema and self.schema[field].format.supports("positions")
@@ -137,15 +152,14 @@ class Ranker:
                         found[offset + m.id()] = decode(m.value())
                     m.next()
                 continue
-            while not m._atend:
+            end = offset + leaf.doc_count_all()
+            local = sorted(d - offset for d in docs if offset <= d < end)
+            for _ in _blocks(m, local):
                 m._read_ids()
                 m._read_values()
                 for d, value in zip(m._ids, m._values, strict=True):
                     if offset + d in docs:
                         found[offset + d] = decode(value)
-                if m._lastblock:
-                    break
-                m._goto(m._nextoffset)
         return found
 
     @staticmethod
@@ -161,24 +175,29 @@ class Ranker:
             return cached
         ids: list[int] = []
         weights: list[float] = []
-        for leaf, offset in self.leaves:
-            if (field, btext) not in leaf:
+        for n, (leaf, offset) in enumerate(self.leaves):
+            local = None if self._local is None else self._local[n]
+            if local == [] or (field, btext) not in leaf:
                 continue
             m = _unfiltered(leaf.postings(field, btext))
             if not isinstance(m, W3LeafMatcher):
                 while m.is_active():
-                    ids.append(offset + m.id())
-                    weights.append(m.weight())
+                    if local is None or offset + m.id() in self.within:  # type: ignore[operator]
+                        ids.append(offset + m.id())
+                        weights.append(m.weight())
                     m.next()
                 continue
-            while not m._atend:  # one posting block at a time
+            for _ in _blocks(m, local):
                 m._read_ids()
                 m._read_weights()
-                ids.extend([offset + d for d in m._ids] if offset else m._ids)
-                weights.extend(m._weights)
-                if m._lastblock:
-                    break
-                m._goto(m._nextoffset)
+                if local is None:
+                    ids.extend([offset + d for d in m._ids] if offset else m._ids)
+                    weights.extend(m._weights)
+                    continue
+                for d, w in zip(m._ids, m._weights, strict=True):
+                    if offset + d in self.within:  # type: ignore[operator]
+                        ids.append(offset + d)
+                        weights.append(w)
         self._postings[key] = (ids, weights)
         return ids, weights
 
@@ -233,8 +252,7 @@ class Ranker:
 
     def _length_bytes(self, field: str) -> bytes:
         """Each document's field length as whoosh stores it (one byte per document)."""
-        key = (id(self.reader), field)
-        found = self._lengths.get(key)
+        found = self._lengths.get(field)
         if found is None:
             parts = []
             for leaf, _offset in self.leaves:
@@ -242,9 +260,10 @@ class Ranker:
                 count = leaf.doc_count_all()
                 if column is None:
                     parts.append(bytes(count))
-                else:
-                    parts.append(column._dbfile.get(column._basepos, count))
-            found = self._lengths[key] = b"".join(parts)
+                else:  # the column ends at the last document that has the field
+                    held = column._dbfile.get(column._basepos, min(column._count, count))
+                    parts.append(held + bytes(count - len(held)))
+            found = self._lengths[field] = b"".join(parts)
         return found
 
     # -- per document -------------------------------------------------------------------------
@@ -259,6 +278,20 @@ class Ranker:
                 word = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
                 found.setdefault(field, set()).add(word)
         return found
+
+
+def _blocks(m: W3LeafMatcher, local: list[int] | None) -> Iterator[None]:
+    """Moves ``m`` to each of its posting blocks that may hold one of ``local`` (sorted, the
+    leaf's own numbers; every block when None). Only the headers of the others are read."""
+    low = 0
+    while not m._atend:
+        high = m._maxid
+        if local is None or ((i := bisect_left(local, low)) < len(local) and local[i] <= high):
+            yield None
+        if m._lastblock:
+            return
+        low = high + 1
+        m._goto(m._nextoffset)
 
 
 def _unfiltered(m: Any) -> Any:

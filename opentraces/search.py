@@ -198,9 +198,10 @@ def trace_query(target: Settings | Path | Workspace, terms: str = "", *, lex: bo
         else:
             from opentraces.projections.search_index import FACETS
 
-            filters = _filters(skill=skill, tool=tool, files=files, project=project, cwd=cwd,
-                               since=since_epoch, facets=facets or {}, names=FACETS)
-            total, hits = _search(indexes, terms, lex, filters, sort, offset, limit)
+            inherited, per_step = _filters(
+                skill=skill, tool=tool, files=files, project=project, cwd=cwd,
+                since=since_epoch, facets=facets or {}, names=FACETS)
+            total, hits = _search(indexes, terms, lex, inherited, per_step, sort, offset, limit)
     candidates = [_candidate(_hit(h)) for h in hits]
     has_more = offset + len(candidates) < total
     token = _token(offset + len(candidates), fingerprint) if has_more else None
@@ -252,20 +253,22 @@ def _token(offset: int, fingerprint: str) -> str:
 
 def _filters(*, skill: str | None, tool: str | None, files: str | None, project: str | None,
              cwd: Path | None, since: int | None, facets: dict[str, str],
-             names: tuple[str, ...]) -> list[Any]:
+             names: tuple[str, ...]) -> tuple[list[Any], list[Any]]:
+    """(filters on what a trace's steps all share, filters that each step meets or not)."""
     from whoosh import query
 
     from opentraces.projections.bucket_manifest import project_slug
-    from opentraces.projections.search_index import CASE_SENSITIVE_FACETS
+    from opentraces.projections.search_index import CASE_SENSITIVE_FACETS, INHERITED_FACETS
 
+    inherited: list[Any] = []
     found: list[Any] = []
     for name, value in facets.items():
         if name not in names:
             raise UsageError(f"unknown facet {name!r}; known: {', '.join(names)}")
         if name == "committed":
             value = "true" if value.strip().lower() in ("true", "yes", "1") else "false"
-        found.append(query.Term(name, value if name in CASE_SENSITIVE_FACETS
-                                else value.lower()))
+        (inherited if name in INHERITED_FACETS else found).append(
+            query.Term(name, value if name in CASE_SENSITIVE_FACETS else value.lower()))
     if skill:
         found.append(query.Term("skill", skill.lower()))
     if tool:
@@ -282,15 +285,15 @@ def _filters(*, skill: str | None, tool: str | None, files: str | None, project:
             found.append(query.Or(options))
     if project:
         slug = project_slug(project) or project
-        found.append(query.Or([query.Term("project", slug),
-                               query.Wildcard("project", "*-" + slug)]))
+        inherited.append(query.Or([query.Term("project", slug),
+                                   query.Wildcard("project", "*-" + slug)]))
     if cwd is not None:
         folder = str(cwd).rstrip("/") or "/"
-        found.append(query.Or([query.Term("cwd", folder),
-                               query.Prefix("cwd", folder.rstrip("/") + "/")]))
+        inherited.append(query.Or([query.Term("cwd", folder),
+                                   query.Prefix("cwd", folder.rstrip("/") + "/")]))
     if since is not None:
         found.append(query.NumericRange("time", since, None))
-    return found
+    return inherited, found
 
 
 def _parse(ix: Any, terms: str, lex: bool) -> Any:
@@ -325,8 +328,9 @@ def _without_positional(q: Any) -> Any:
     return q.apply(_without_positional)
 
 
-def _search(indexes: dict[str, Any], terms: str, lex: bool, filters: list[Any], sort: str,
-            offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+def _search(indexes: dict[str, Any], terms: str, lex: bool, inherited: list[Any],
+            per_step: list[Any], sort: str, offset: int,
+            limit: int) -> tuple[int, list[dict[str, Any]]]:
     """(traces matched, the hits of the page as plain dicts).
 
     Traces are matched, counted and ranked on the traces index (one document per trace, holding
@@ -342,7 +346,7 @@ def _search(indexes: dict[str, Any], terms: str, lex: bool, filters: list[Any], 
     wanted = offset + limit
     with indexes[TRACES].searcher(weighting=scoring.BM25F()) as searcher:
         ranker = Ranker(searcher)
-        parts = [q for q in (parsed, *filters) if q is not None]
+        parts = [q for q in (parsed, *inherited, *per_step) if q is not None]
         docs = ranker.docs(query.And(parts) if parts else query.Every())
         scores: dict[int, float] = {}
         if parsed is not None and sort == "relevance":
@@ -351,14 +355,16 @@ def _search(indexes: dict[str, Any], terms: str, lex: bool, filters: list[Any], 
         else:
             times = searcher.reader().column_reader("time")
             page = heapq.nsmallest(wanted, docs, key=lambda d: (-times[d], d))[offset:]
-        hits = [{"fields": searcher.stored_fields(d), "score": round(scores.get(d, 0.0), 4),
-                 "matched": _text_terms(ranker.matched_terms(parsed, d)) if parsed else {}}
-                for d in page]
-    if parsed is not None and hits:
-        best = _best_steps(indexes[STEPS], parsed, filters, sort,
-                           [h["fields"]["trace_id"] for h in hits])
-        for hit in hits:
-            hit |= best.get(hit["fields"]["trace_id"], {})
+        owners = searcher.reader().column_reader("trace_id")
+        page_traces = [owners[d] for d in page]
+        # The trace met the inherited filters, so each of its steps does.
+        best = _best_steps(indexes[STEPS], parsed, per_step, sort, page_traces) if parsed else {}
+        hits = []
+        for d, trace_id in zip(page, page_traces, strict=True):
+            hit = best.get(trace_id) or {
+                "fields": searcher.stored_fields(d),
+                "matched": _text_terms(ranker.matched_terms(parsed, d)) if parsed else {}}
+            hits.append(hit | {"score": round(scores.get(d, 0.0), 4)})
     return len(docs), hits
 
 
@@ -367,20 +373,24 @@ def _best_steps(ix: Any, parsed: Any, filters: list[Any], sort: str,
     """Each trace's best step (highest score, or newest) that matches the query on its own."""
     from whoosh import query, scoring
 
-    # Filters score nothing, so they narrow the matches without changing the ranking.
-    narrow = [query.ConstantScoreQuery(f, 0.0) for f in filters]
-    q = query.And([parsed, query.Or([query.Term("trace_id", t) for t in trace_ids]), *narrow])
-    best: dict[str, dict[str, Any]] = {}
+    from opentraces.ranking import Ranker
+
     with ix.searcher(weighting=scoring.BM25F()) as searcher:
-        order = {"sortedby": "time", "reverse": True} if sort == "time" else {}
-        for hit in searcher.search(q, limit=None, terms=True, **order):
-            fields = hit.fields()
-            if fields["trace_id"] not in best:
-                matched: dict[str, set[str]] = {}
-                for name, term in hit.matched_terms():
-                    word = term.decode("utf-8", "replace") if isinstance(term, bytes) else term
-                    matched.setdefault(name, set()).add(word)
-                best[fields["trace_id"]] = {"fields": fields, "matched": _text_terms(matched)}
+        whole = Ranker(searcher)
+        owner = {d: t for t in trace_ids for d in whole.postings("trace_id", t)[0]}
+        ranker = Ranker(searcher, within=set(owner))
+        docs = ranker.docs(query.And([parsed, *filters]))
+        if sort == "time":
+            times = searcher.reader().column_reader("time")
+            key = {d: (-times[d], d) for d in docs}
+        else:
+            scores = ranker.scores(parsed, docs)
+            key = {d: (-scores[d], d) for d in docs}
+        best: dict[str, dict[str, Any]] = {}
+        for d in sorted(docs, key=key.__getitem__):
+            if owner[d] not in best:
+                best[owner[d]] = {"fields": searcher.stored_fields(d),
+                                  "matched": _text_terms(ranker.matched_terms(parsed, d))}
     return best
 
 

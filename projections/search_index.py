@@ -68,8 +68,9 @@ SUMMARY_CHARS = 240
 TITLE_CHARS = 80
 #: Cap on each text field of a trace document (the trace's steps' text, joined in order). A
 #: longer session's later text is still in its step documents, but a query finds traces by
-#: their trace document, so the cap is large: the first ~100 steps of dense work.
-TRACE_FIELD_CHARS = 200_000
+#: their trace document, so the cap is large. Any new event of a trace rewrites its trace
+#: document whole, so the cap also bounds that work.
+TRACE_FIELD_CHARS = 100_000
 PATHS_PER_CALL = 20
 
 #: Write and commit once this many units are dirty. Each commit leaves a segment, and every
@@ -93,6 +94,8 @@ NO_PHRASE_FIELDS = ("output",)
 FACETS = ("agent", "model", "project", "tool", "file", "file_kind", "skill", "outcome",
           "committed", "date")
 CASE_SENSITIVE_FACETS = ("file", "project")
+#: Facets every step of a trace shares with it (``cwd`` too, a field but no facet).
+INHERITED_FACETS = ("agent", "project", "committed")
 
 #: Tool input keys naming a file (always a file) or a path (a file when it has an extension).
 FILE_KEYS = ("file_path", "notebook_path", "filePath", "absolute_path", "target_file",
@@ -783,5 +786,5 @@ class SearchIndex(SqlProjection):
 
 
 
-__all__ = ["CASE_SENSITIVE_FACETS", "FACETS", "NO_PHRASE_FIELDS", "STEPS", "TEXT_FIELDS", "TRACES",
-           "SearchIndex", "schema"]
+__all__ = ["CASE_SENSITIVE_FACETS", "FACETS", "INHERITED_FACETS", "NO_PHRASE_FIELDS", "STEPS",
+           "TEXT_FIELDS", "TRACES", "SearchIndex", "schema"]
