@@ -26,9 +26,9 @@ def _facet_pairs(values: tuple[str, ...]) -> dict[str, str]:
 @click.argument("terms", nargs=-1)
 @click.option("--lex", is_flag=True,
               help="Read TERMS as plain words, any of which may match (no query syntax).")
-@click.option("--skill", help="Only units where this skill was invoked.")
-@click.option("--tool", help="Only units that called this tool (e.g. Bash, apply_patch).")
-@click.option("--files", metavar="GLOB", help="Only units that touched files matching GLOB.")
+@click.option("--skill", help="Only traces where this skill was invoked.")
+@click.option("--tool", help="Only traces that called this tool (e.g. Bash, apply_patch).")
+@click.option("--files", metavar="GLOB", help="Only traces that touched files matching GLOB.")
 @click.option("--project", help="Only sessions of this project (folder or slug).")
 @click.option("--cwd", is_flag=False, flag_value=".", default=None, metavar="[DIR]",
               help="Only sessions run in DIR or below it (default: the current folder).")
@@ -47,9 +47,9 @@ def query(ctx: click.Context, terms: tuple[str, ...], lex: bool, skill: str | No
           tool: str | None, files: str | None, project: str | None, cwd: str | None,
           since: str | None, facets: tuple[str, ...], limit: int, page_token: str | None,
           sort: str) -> None:
-    """Find traces and steps by words and facets; one candidate per trace, best first.
+    """Find traces by words and facets; one candidate per trace (its best step), best first.
 
-    Words are AND-ed; use OR, NOT, parentheses, "exact phrases" and field:value
+    Words are AND-ed over a trace's text; use OR, NOT, parentheses, "exact phrases" and field:value
     (e.g. tool:bash, file_kind:python). Without words, traces are listed newest first.
 
     Example: opentraces trace query "failing test" --tool Bash --since 7d --json
