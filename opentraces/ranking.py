@@ -8,9 +8,11 @@ search (``replace``), so the number of matches it reports falls short of the rea
 Here each term's postings are read a block at a time, the query's boolean structure is applied
 to sets of document numbers (so ``total`` is exact), and the matches are scored with whoosh's own
 BM25F formula, field lengths and statistics: for words, AND and OR the scores are those whoosh
-gives. Three differences are deliberate: a phrase scores as its words, a wildcard or prefix as
-the words it expands to (whoosh gives both a flat score), and ``NOT`` adds nothing (whoosh adds
-1). whoosh still parses and analyses the query and stores the postings.
+gives. Where they differ it is on purpose: a phrase scores as its words, a wildcard or prefix as
+the words it expands to (whoosh gives both a flat score), ``NOT`` adds nothing (whoosh adds 1),
+and an OR is the plain sum of its parts (whoosh scales an any-word group by the share of words
+matched; the sum already favours documents with more of them). whoosh still parses and
+analyses the query and stores the postings.
 
 The block reading uses whoosh3's posting-block and length-column layout (pinned in
 ``pyproject.toml``); ``tests/test_ranking.py`` compares every score with whoosh's own.

@@ -433,6 +433,13 @@ def _compare(index: Any, queries: list[str]) -> int:
             if not any(mark in text for mark in ('"', "*", "NOT")):
                 scores = ranker.scores(q, mine)
                 assert all(abs(scores[d] - theirs[d]) < 1e-4 for d in mine), text
+            # confined to a few clusters of documents (posting blocks between them go unread):
+            # the same answers, restricted to them
+            n = searcher.doc_count_all()
+            some = set(range(0, n // 10, 3)) | set(range(n // 2, n // 2 + 5))
+            confined = Ranker(searcher, within=some)
+            assert confined.docs(q) == mine & some, text
+            assert confined.scores(q, mine & some) == ranker.scores(q, mine & some), text
             compared += len(mine)
     return compared
 
