@@ -11,7 +11,7 @@
     call per query, goal p50 ≤ 50 ms) and as a CLI process (``opentraces trace query … --json``,
     goal p50 ≤ 300 ms).
 
-    .venv/bin/python benchmarks/bench_search.py                    # ~10 min
+    .venv/bin/python benchmarks/bench_search.py                    # ~12 min
     .venv/bin/python benchmarks/bench_search.py --traces 1000 --sessions 20 --no-record  # smoke
 """
 
