@@ -21,7 +21,7 @@ The block reading uses whoosh3's posting-block and length-column layout (pinned 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from whoosh import query
@@ -269,6 +269,20 @@ class Ranker:
         return found
 
     # -- per document -------------------------------------------------------------------------
+
+    def values(self, field: str, docs: Iterable[int]) -> dict[int, Any]:
+        """Each document's value of a sortable field, read segment by segment: whoosh's
+        multi-segment column reader misplaces documents when one segment lacks the column."""
+        starts = [offset for _, offset in self.leaves]
+        columns: dict[int, Any] = {}
+        found: dict[int, Any] = {}
+        for d in docs:
+            n = bisect_right(starts, d) - 1
+            column = columns.get(n)
+            if column is None:
+                column = columns[n] = self.leaves[n][0].column_reader(field)
+            found[d] = column[d - starts[n]]
+        return found
 
     def matched_terms(self, q: Any, docnum: int) -> dict[str, set[str]]:
         """The scored terms of ``q`` that document ``docnum`` contains, by field."""

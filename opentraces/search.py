@@ -353,9 +353,10 @@ def _search(indexes: dict[str, Any], terms: str, lex: bool, inherited: list[Any]
             scores = ranker.scores(parsed, docs)
             page = heapq.nsmallest(wanted, docs, key=lambda d: (-scores[d], d))[offset:]
         else:
-            times = searcher.reader().column_reader("time")
-            page = heapq.nsmallest(wanted, docs, key=lambda d: (-times[d], d))[offset:]
-        owners = searcher.reader().column_reader("trace_id")
+            times = ranker.values("time", docs)
+            page = heapq.nsmallest(wanted, docs, key=lambda d: _newest_first(times[d], d))
+            page = page[offset:]
+        owners = ranker.values("trace_id", page)
         page_traces = [owners[d] for d in page]
         # The trace met the inherited filters, so each of its steps does.
         best = _best_steps(indexes[STEPS], parsed, per_step, sort, page_traces) if parsed else {}
@@ -381,8 +382,8 @@ def _best_steps(ix: Any, parsed: Any, filters: list[Any], sort: str,
         ranker = Ranker(searcher, within=set(owner))
         docs = ranker.docs(query.And([parsed, *filters]))
         if sort == "time":
-            times = searcher.reader().column_reader("time")
-            key = {d: (-times[d], d) for d in docs}
+            times = ranker.values("time", docs)
+            key = {d: _newest_first(times[d], d) for d in docs}
         else:
             scores = ranker.scores(parsed, docs)
             key = {d: (-scores[d], d) for d in docs}
@@ -392,6 +393,15 @@ def _best_steps(ix: Any, parsed: Any, filters: list[Any], sort: str,
                 best[owner[d]] = {"fields": searcher.stored_fields(d),
                                   "matched": _text_terms(ranker.matched_terms(parsed, d))}
     return best
+
+
+#: What whoosh's column gives a document without a time (a signed 64-bit field's sortable maximum).
+NO_TIME = 2**63 - 1
+
+
+def _newest_first(seconds: int, docnum: int) -> tuple[bool, int, int]:
+    """Sort key: newest first, documents without a time last."""
+    return (seconds == NO_TIME, -seconds, docnum)
 
 
 def _text_terms(matched: dict[str, set[str]]) -> dict[str, list[str]]:

@@ -495,6 +495,28 @@ def test_words_may_match_in_different_steps_of_one_trace(settings: Settings) -> 
     assert search.trace_query(settings, '"tangerine marmalade"').total == 0
 
 
+def test_time_order_across_segments_puts_untimed_traces_last(settings: Settings) -> None:
+    made = []
+    for name, at in (("old", "2026-01-01T00:00:00Z"), ("untimed", None),
+                     ("new", "2026-01-02T00:00:00Z")):
+        trace_id = ev.trace_id_for("pi", name)
+        api.append(settings, ev.stream("trace", trace_id), [  # each catches the index up
+            ev.SessionStarted(trace_id=trace_id, session_id=name, agent=ev.AgentInfo(name="pi"),
+                              at=at),
+            ev.StepRecorded(step_index=0, role="user", content="walrus tusk", at=at)])
+        made.append(trace_id)
+    old, untimed, new = made
+    with api.open_workspace(settings, readonly=True) as ws:  # one segment per catch-up
+        indexes = ws.runner().open("search_index").open_indexes()
+        with indexes["traces"].searcher() as searcher:
+            assert len(searcher.reader().leaf_readers()) == 3
+    for terms in ("walrus", ""):
+        listed = search.trace_query(settings, terms, sort="time")
+        assert [c.trace_id for c in listed.candidates] == [new, old, untimed], terms
+        assert [c.time for c in listed.candidates] == [
+            "2026-01-02T00:00:00Z", "2026-01-01T00:00:00Z", None]
+
+
 def test_phrase_positions_in_order_within_the_slop() -> None:
     from opentraces.ranking import _in_sequence
 
