@@ -158,3 +158,37 @@ def test_sync_twice_derives_nothing_new(settings: Settings) -> None:
 @pytest.mark.parametrize("path", [CLAUDE, CODEX, PI], ids=["claude", "codex", "pi"])
 def test_corpus_files_exist(path: Path) -> None:
     assert path.is_file()
+
+
+def test_a_conflict_after_an_earlier_batch_still_counts_every_patch(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Patches written in batches; an import grows a trace between two batches."""
+    from opentraces.store import EventLog
+    from opentraces.trail import sync
+
+    real_sync = sync.trail_sync
+    # the imports derive nothing yet (a sync over no traces), so the next sync derives it all
+    monkeypatch.setattr("opentraces.trail.trail_sync",
+                        lambda target, **_: real_sync(target, trace_ids=[]))
+    for agent, path in (("claude-code", CLAUDE), ("pi", PI)):
+        api.import_sessions(settings, [api.ImportSource(agent=agent, path=str(path))])
+    monkeypatch.setattr(sync, "WRITE_BATCH", 1)
+    real_write = EventLog.write
+    writes: list[int] = []
+
+    def racing(self: EventLog, records: list[ev.Recorded]) -> None:
+        writes.append(len(records))
+        if len(writes) == 2:  # the first batch landed; now an import takes the next version
+            first = records[0]
+            late = ev.StepRecorded(step_index=99_999, role="user", content="a late line")
+            real_write(self, [ev.Recorded(first.originator_id, first.originator_version, late)])
+        return real_write(self, records)
+
+    monkeypatch.setattr(EventLog, "write", racing)
+    report = real_sync(settings)
+    with api.open_workspace(settings) as ws:
+        written = sum(isinstance(r.event, ev.PatchRecorded)
+                      for stream_id in ws.log.stream_ids("trace") for r in ws.log.read(stream_id))
+    assert len(writes) > 2 and written > 2
+    assert report.patches_derived == written
+    assert real_sync(settings).patches_derived == 0

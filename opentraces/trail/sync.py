@@ -235,7 +235,10 @@ def _derive_all(log: EventLog, blobs: BlobStore, ids: Sequence[str],
         for at in range(0, len(writes), WRITE_BATCH):
             log.write(writes[at:at + WRITE_BATCH])
     except VersionConflict:  # an import grew a trace meanwhile: one trace at a time, afresh
-        return [_append_patches(log, blobs, trace_id) for trace_id, _, _, _ in found]
+        redone = [_append_patches(log, blobs, trace_id) for trace_id, _, _, _ in found]
+        # Earlier batches may have landed: count against what each trace had before the sync.
+        return [(patches, len(patches) - len(have))
+                for (patches, _), (_, have, _, _) in zip(redone, found, strict=True)]
     return [(have + new, len(new)) for _, have, new, _ in found]
 
 
