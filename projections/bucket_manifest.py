@@ -19,7 +19,7 @@ import msgspec
 
 from opentraces import events as ev
 from opentraces.events import Recorded
-from opentraces.projections.base import Handler, SqlProjection, rows_as_dicts
+from opentraces.projections.base import Handler, SqlProjection, in_trace_stream, rows_as_dicts
 
 MANIFEST_FILE = "manifest.json"
 SCHEMA_VERSION = "opentraces.bucket.manifest.v2"
@@ -39,10 +39,6 @@ def _title_from(text: str) -> str | None:
         if line:
             return line[:TITLE_CHARS]
     return None
-
-
-def _trace_of(rec: Recorded) -> str:
-    return rec.stream.partition(":")[2]
 
 
 class BucketManifest(SqlProjection):
@@ -82,12 +78,12 @@ class BucketManifest(SqlProjection):
     def handlers(self) -> dict[type[ev.Event], Handler]:
         return {
             ev.SessionStarted: self._started,
-            ev.SessionInfo: self._info,
-            ev.SourceSegmentRead: self._segment,
-            ev.StepRecorded: self._step,
+            ev.SessionInfo: in_trace_stream(self._info),
+            ev.SourceSegmentRead: in_trace_stream(self._segment),
+            ev.StepRecorded: in_trace_stream(self._step),
             ev.PatchRecorded: self._patch,
-            ev.SourceLineRejected: self._rejected,
-            ev.SessionEnded: self._ended,
+            ev.SourceLineRejected: in_trace_stream(self._rejected),
+            ev.SessionEnded: in_trace_stream(self._ended),
             ev.AnchorRecorded: self._anchored,
             ev.SanitizationRun: self._sanitized,
             ev.TraceExcluded: self._excluded,
@@ -112,9 +108,8 @@ class BucketManifest(SqlProjection):
             (e.session_id, e.agent.name, e.agent.version, e.agent.model,
              project_slug(e.project or e.cwd), e.title, e.at, e.trace_id))
 
-    def _info(self, conn: sqlite3.Connection, rec: Recorded) -> None:
+    def _info(self, conn: sqlite3.Connection, rec: Recorded, trace_id: str) -> None:
         e: ev.SessionInfo = rec.event  # type: ignore[assignment]
-        trace_id = _trace_of(rec)
         self._touch(conn, trace_id, rec.position or 0)
         conn.execute(
             "UPDATE traces SET agent_version = coalesce(?, agent_version), "
@@ -123,14 +118,14 @@ class BucketManifest(SqlProjection):
             "WHERE trace_id = ?",
             (e.agent_version, e.model, project_slug(e.cwd), e.title, trace_id))
 
-    def _segment(self, conn: sqlite3.Connection, rec: Recorded) -> None:
+    def _segment(self, conn: sqlite3.Connection, rec: Recorded, trace_id: str) -> None:
         e: ev.SourceSegmentRead = rec.event  # type: ignore[assignment]
         if e.start_offset == 0 and e.generation > 0:
             # The transcript was rewritten: its steps are read again from the start.
             conn.execute("UPDATE traces SET step_count = 0, patch_count = 0, "
-                         "rejected_lines = 0 WHERE trace_id = ?", (_trace_of(rec),))
+                         "rejected_lines = 0 WHERE trace_id = ?", (trace_id,))
 
-    def _step(self, conn: sqlite3.Connection, rec: Recorded) -> None:
+    def _step(self, conn: sqlite3.Connection, rec: Recorded, trace_id: str) -> None:
         e: ev.StepRecorded = rec.event  # type: ignore[assignment]
         title = _title_from(e.content) if e.role == "user" and not e.is_sidechain else None
         conn.execute(
@@ -140,22 +135,20 @@ class BucketManifest(SqlProjection):
             "agent_model = coalesce(agent_model, excluded.agent_model), "
             "title = coalesce(title, excluded.title), "
             "started_at = coalesce(started_at, excluded.started_at)",
-            (_trace_of(rec), rec.position or 0, e.model, title, e.at))
+            (trace_id, rec.position or 0, e.model, title, e.at))
 
     def _patch(self, conn: sqlite3.Connection, rec: Recorded) -> None:
-        trace_id = _trace_of(rec)
+        trace_id = rec.event.trace_id  # type: ignore[attr-defined]
         self._touch(conn, trace_id, rec.position or 0)
         conn.execute("UPDATE traces SET patch_count = patch_count + 1 WHERE trace_id = ?",
                      (trace_id,))
 
-    def _rejected(self, conn: sqlite3.Connection, rec: Recorded) -> None:
-        trace_id = _trace_of(rec)
+    def _rejected(self, conn: sqlite3.Connection, rec: Recorded, trace_id: str) -> None:
         self._touch(conn, trace_id, rec.position or 0)
         conn.execute("UPDATE traces SET rejected_lines = rejected_lines + 1 WHERE trace_id = ?",
                      (trace_id,))
 
-    def _ended(self, conn: sqlite3.Connection, rec: Recorded) -> None:
-        trace_id = _trace_of(rec)
+    def _ended(self, conn: sqlite3.Connection, rec: Recorded, trace_id: str) -> None:
         self._touch(conn, trace_id, rec.position or 0)
         conn.execute("UPDATE traces SET lifecycle = 'ended' WHERE trace_id = ?", (trace_id,))
 
