@@ -319,9 +319,43 @@ def import_from_spool(target: Settings | Path | Workspace,
                     wanted.setdefault(path, entry["agent"])
             sources = [ImportSource(agent=agent, path=path) for path, agent in wanted.items()]
             report = import_sessions(ws, sources, progress=progress)
+            _record_ends(ws, [e for e in entries
+                              if e.get("event") in hooks.SESSION_ENDS.get(e.get("agent"), ())])
             _record_commits(ws, [e for e in entries if e.get("agent") == "git"])
             hooks.drain_spool(home, hooks.spool_marks(entries))
     return report
+
+
+def _record_ends(ws: Workspace, entries: Sequence[dict[str, Any]]) -> None:
+    """Record ``SessionEnded`` for the session-end hook lines, once per line.
+
+    The line names the transcript, not the trace: the agent's adapter reads which trace the
+    file's lines go to. A session that was not captured (nothing in its stream, or capture
+    refused for its folder) gets nothing.
+    """
+    from opentraces import events as ev
+    from opentraces.capture import adapter
+    from opentraces.capture.importer import trace_of_file
+
+    accept = _capture_filter(ws)
+    wrote = False
+    for entry in entries:
+        path, agent, at = entry.get("transcript_path"), entry["agent"], entry.get("received_at")
+        if not (isinstance(path, str) and accept(entry.get("cwd"), agent, None)):
+            continue
+        trace_id = trace_of_file(adapter(agent), Path(path))
+        if trace_id is None:
+            continue
+        stream_id = ev.stream("trace", trace_id)
+        recorded = [r.event for r in ws.log.read(stream_id)]
+        if not recorded or any(isinstance(e, ev.SessionEnded) and e.at == at for e in recorded):
+            continue  # not captured, or this line was recorded by an earlier drain
+        reason = (entry.get("payload") or {}).get("reason")
+        ws.log.append(stream_id, [ev.SessionEnded(
+            reason=reason if isinstance(reason, str) else None, at=at)])
+        wrote = True
+    if wrote:
+        catch_up_after_write(ws)
 
 
 def _record_commits(ws: Workspace, entries: Sequence[dict[str, Any]]) -> None:

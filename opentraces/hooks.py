@@ -75,6 +75,11 @@ IMPORT_TRIGGERS: dict[str, frozenset[str]] = {
     # the post-commit hook of `opentraces setup git`: the importer records an anchor search
     "git": frozenset({"post-commit"}),
 }
+#: Events that say a session ended: the importer records ``SessionEnded`` for them.
+SESSION_ENDS: dict[str, frozenset[str]] = {
+    "claude-code": frozenset({"SessionEnd"}),
+    "pi": frozenset({"SessionEnd", "session_shutdown"}),
+}
 #: Where the git post-commit hook passes the new commit's id.
 COMMIT_ENV = "OPENTRACES_COMMIT"
 #: A file with this name in a project folder (or a parent) turns capture off for it.

@@ -66,6 +66,37 @@ def test_import_from_the_spool_written_by_the_hook(isolated_home: Path, tmp_path
     assert run_json("import", "--from-spool")["sources_scanned"] == 0  # the spool was drained
 
 
+def test_a_session_end_hook_records_that_the_session_ended(isolated_home: Path) -> None:
+    from opentraces import api, hooks
+    from opentraces import events as ev
+    from tests.conftest import REWOUND
+
+    settings = api.settings_from_environment()
+    payload = json.dumps({"session_id": REWOUND.stem, "transcript_path": str(REWOUND),
+                          "cwd": "/experiments/ideas", "hook_event_name": "SessionEnd",
+                          "reason": "prompt_input_exit"}).encode()
+    turn = hooks.spool_line("claude-code", "Stop", payload, received_at="2026-01-01T10:00:00Z")
+    end = hooks.spool_line("claude-code", "SessionEnd", payload,
+                           received_at="2026-01-01T10:05:00Z")
+    assert turn is not None and end is not None
+    hooks.append_line(settings.home, "claude-code", turn)
+    hooks.append_line(settings.home, "claude-code", end)
+    assert run_json("import", "--from-spool")["traces_created"] == 1
+    (row,) = run_json("bucket", "manifest")["traces"]
+    assert row["lifecycle"] == "ended"
+
+    def ends() -> list[ev.SessionEnded]:
+        with api.open_workspace(settings) as ws:
+            return [r.event for r in ws.log.read(ev.stream("trace", row["trace_id"]))
+                    if isinstance(r.event, ev.SessionEnded)]
+
+    assert [(e.reason, e.at) for e in ends()] == [("prompt_input_exit", "2026-01-01T10:05:00Z")]
+    # the same line read again (a drain that did not happen): still one end
+    hooks.append_line(settings.home, "claude-code", end)
+    assert run_json("import", "--from-spool")["events_appended"] == 0
+    assert len(ends()) == 1
+
+
 def test_remove_also_stops_a_session_captured_before(isolated_home: Path,
                                                      tmp_path: Path) -> None:
     from opentraces import api

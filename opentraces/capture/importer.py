@@ -236,6 +236,19 @@ def last_checkpoint(log: EventLog, stream_id: str,
         before = page[-1].version
 
 
+def trace_of_file(ad: Adapter, path: Path) -> str | None:
+    """The trace a line-per-event transcript's lines go to; None for a whole document, or when
+    the file cannot be read or ``ad`` does not recognise it."""
+    if is_document(ad, path):
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    ref = ad.identify(path, first_record(data[:complete_length(data)]))
+    return ref.trace_id if ref is not None else None
+
+
 def plan_file(log: EventLog, blobs: BlobStore, ad: Adapter, path: Path, data: bytes,
               accept: CaptureFilter | None = None) -> Plan | None:
     """The records that importing ``data`` (the file's bytes) adds, or None if nothing."""
