@@ -36,6 +36,7 @@ Invariants:
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import sqlite3
@@ -127,6 +128,15 @@ OTHER_EXTENSIONS = frozenset({"txt", "lock", "log", "cfg", "ini", "env", "csv", 
                               "svg", "png", "jpg", "gif", "pdf", "ipynb", "rst", "conf", "vue",
                               "svelte", "proto", "gradle", "mod", "sum", "tf", "dockerfile"})
 
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    """A file's status, None when it is gone: an import catching the index up deletes the files
+    of merged segments and older tables of contents while commands list the folder."""
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
 
 
 def _first_line(text: str, chars: int) -> str:
@@ -755,16 +765,16 @@ class SearchIndex(SqlProjection):
 
     def built_at(self) -> str | None:
         """When the index was last committed (the newest table of contents), ISO UTC."""
-        tocs = list(self.index_dir.glob("*.toc"))
-        if not tocs:
+        moments = [stat.st_mtime for p in self.index_dir.glob("*.toc")
+                   if (stat := _stat(p)) is not None]
+        if not moments:
             return None
-        moment = max(p.stat().st_mtime for p in tocs)
-        return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datetime.fromtimestamp(max(moments), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def bytes_on_disk(self) -> int:
         files = [self.path, *self.index_dir.glob("*")] if self.index_dir.exists() else \
             [self.path]
-        return sum(p.stat().st_size for p in files if p.is_file())
+        return sum(stat.st_size for p in files if (stat := _stat(p)) is not None)
 
     def skills(self, skill: str | None = None) -> list[dict[str, Any]]:
         """Observed skills: invocations, distinct traces, last use, most recent traces."""

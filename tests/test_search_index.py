@@ -517,6 +517,48 @@ def test_time_order_across_segments_puts_untimed_traces_last(settings: Settings)
             "2026-01-02T00:00:00Z", "2026-01-01T00:00:00Z", None]
 
 
+WRITER = """
+import sys
+from pathlib import Path
+from opentraces import api
+from opentraces import events as ev
+from opentraces.config import load_settings
+
+settings = load_settings(Path(sys.argv[1]))
+for i in range(int(sys.argv[2])):  # each append catches the search index up: a commit each
+    trace_id = ev.trace_id_for("pi", f"busy-{i}")
+    api.append(settings, ev.stream("trace", trace_id), [
+        ev.SessionStarted(trace_id=trace_id, session_id=f"busy-{i}",
+                          agent=ev.AgentInfo(name="pi"), at="2026-01-01T00:00:00Z"),
+        ev.StepRecorded(step_index=0, role="user", content=f"walrus number {i}",
+                        at="2026-01-01T00:00:00Z")])
+"""
+
+
+def test_queries_while_an_import_commits_to_the_index(settings: Settings) -> None:
+    """whoosh deletes merged segments' files at each commit, under a query that is reading."""
+    import subprocess
+    import sys
+
+    trace_id = ev.trace_id_for("pi", "seed")
+    api.append(settings, ev.stream("trace", trace_id), [
+        ev.SessionStarted(trace_id=trace_id, session_id="seed", agent=ev.AgentInfo(name="pi")),
+        ev.StepRecorded(step_index=0, role="user", content="walrus")])
+    search.index_refresh(settings)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(settings.home), "100"])
+    queries = 0
+    try:
+        while writer.poll() is None:
+            result = search.trace_query(settings, "walrus", sort="time", limit=5)
+            assert result.total >= 1 and result.candidates
+            assert search.index_status(settings).doc_count >= 2
+            queries += 1
+    finally:
+        writer.wait(timeout=120)
+    assert writer.returncode == 0 and queries > 20
+    assert search.trace_query(settings, "walrus").total == 101
+
+
 def test_phrase_positions_in_order_within_the_slop() -> None:
     from opentraces.ranking import _in_sequence
 
