@@ -199,7 +199,7 @@ def trace_query(target: Settings | Path | Workspace, terms: str = "", *, lex: bo
             inherited, per_step = _filters(
                 skill=skill, tool=tool, files=files, project=project, cwd=cwd,
                 since=since_epoch, facets=facets or {}, names=FACETS)
-            total, hits = _read(proj, lambda indexes: _search(
+            total, hits = proj.read(lambda indexes: _search(
                 indexes, terms, lex, inherited, per_step, sort, offset, limit), (0, []))
     candidates = [_candidate(_hit(h)) for h in hits]
     has_more = offset + len(candidates) < total
@@ -325,29 +325,6 @@ def _without_positional(q: Any) -> Any:
     if isinstance(q, query.Phrase) and q.fieldname in NO_PHRASE_FIELDS:
         return query.NullQuery
     return q.apply(_without_positional)
-
-
-#: Attempts at reading the index. An import that catches the index up while a query reads it
-#: commits new segments, and whoosh then deletes the files of the ones it merged, which the
-#: query may not have opened yet: that query is read again from the new files.
-READ_ATTEMPTS = 3
-
-
-def _read(proj: Any, read: Callable[[dict[str, Any]], Any], empty: Any) -> Any:
-    """``read(indexes)`` on freshly opened indexes, again when a concurrent commit broke it;
-    ``empty`` when the index was never written."""
-    from opentraces.errors import OpentracesError
-
-    for attempt in range(READ_ATTEMPTS):
-        try:
-            indexes = proj.open_indexes()
-            return empty if indexes is None else read(indexes)
-        except OpentracesError:
-            raise  # a bad query, not a moving index
-        except Exception:  # whoosh fails in assorted ways on files deleted under it
-            if attempt == READ_ATTEMPTS - 1:
-                raise
-    raise AssertionError("unreachable")
 
 
 def _search(indexes: dict[str, Any], terms: str, lex: bool, inherited: list[Any],
@@ -534,8 +511,7 @@ def _report(ws: Workspace, *, events_applied: int, seconds: float) -> IndexRepor
     steps = [] if fresh else [
         f"The search index is {state.state.replace('_', ' ')} "
         f"(position {state.position} of {state.head}); `{REFRESH_COMMAND}` brings it up to date."]
-    count = _read(proj, lambda _: proj.doc_count(), 0) if proj is not None else 0
-    return IndexReport(doc_count=count,
+    return IndexReport(doc_count=proj.doc_count() if proj is not None else 0,
                        position=state.position, head=state.head, lag=state.lag,
                        bytes=proj.bytes_on_disk() if proj is not None else 0,
                        state=state.state, built_at=proj.built_at() if proj is not None else None,

@@ -40,18 +40,21 @@ import os
 import re
 import shlex
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import blake3
 
 from opentraces import events as ev
+from opentraces.errors import OpentracesError
 from opentraces.events import Recorded
 from opentraces.projections.base import Handler, SqlProjection, in_trace_stream
 from opentraces.projections.bucket_manifest import project_slug
+
+T = TypeVar("T")
 
 INDEX_DIR = "whoosh"
 #: The two whoosh indexes (``indexname``) of the folder.
@@ -79,6 +82,9 @@ PATHS_PER_CALL = 20
 #: the writer spills to disk past WRITER_LIMIT_MB, so a large value costs little memory.
 FLUSH_UNITS = 200_000
 WRITER_LIMIT_MB = 256
+
+#: Attempts of :meth:`SearchIndex.read` at reading indexes that a commit changes meanwhile.
+READ_ATTEMPTS = 3
 
 #: ``dirty.step_index`` for the trace document only, and for every unit of the trace.
 TRACE_DOC = -1
@@ -731,10 +737,11 @@ class SearchIndex(SqlProjection):
         if found:
             return found
         try:
-            indexes = self.open_indexes()
+            held = self.read(lambda indexes: {n: ix.doc_count() for n, ix in indexes.items()},
+                             None)
         except Exception as e:  # whoosh raises many kinds on a damaged folder
             return [f"{self.name}: {self.index_dir} cannot be opened ({e})"]
-        if indexes is None:
+        if held is None:
             return [f"{self.name}: {self.index_dir} is missing"]
         with self.reader() as conn:
             (expected,) = conn.execute(
@@ -743,7 +750,6 @@ class SearchIndex(SqlProjection):
             (dirty,) = conn.execute("SELECT count(*) FROM dirty").fetchone()
         if dirty:
             return [f"{self.name}: {dirty} units were never written to the index"]
-        held = {name: ix.doc_count() for name, ix in indexes.items()}
         if (held[TRACES], held[STEPS]) != (traces, expected - traces):
             return [f"{self.name}: the index holds {held[TRACES]} trace and {held[STEPS]} step "
                     f"documents, the side tables {traces} and {expected - traces}"]
@@ -758,10 +764,25 @@ class SearchIndex(SqlProjection):
         return {name: index.open_dir(self.index_dir, indexname=name, readonly=True)
                 for name in (STEPS, TRACES)}
 
+    def read(self, read: Callable[[dict[str, Any]], T], empty: T) -> T:
+        """``read(indexes)`` on freshly opened indexes (``empty`` when never written), again
+        when a concurrent commit broke it: an import catching the index up commits new
+        segments, and whoosh then deletes the files of the ones it merged, which a reader may
+        not have opened yet. At most :data:`READ_ATTEMPTS` attempts."""
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                indexes = self.open_indexes()
+                return empty if indexes is None else read(indexes)
+            except OpentracesError:
+                raise  # a bad query, not a moving index
+            except Exception:  # whoosh fails in assorted ways on files deleted under it
+                if attempt == READ_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
     def doc_count(self) -> int:
         """Documents in both indexes (0 when never written)."""
-        indexes = self.open_indexes()
-        return sum(ix.doc_count() for ix in indexes.values()) if indexes else 0
+        return self.read(lambda indexes: sum(ix.doc_count() for ix in indexes.values()), 0)
 
     def built_at(self) -> str | None:
         """When the index was last committed (the newest table of contents), ISO UTC."""
