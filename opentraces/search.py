@@ -201,7 +201,7 @@ def trace_query(target: Settings | Path | Workspace, terms: str = "", *, lex: bo
                 since=since_epoch, facets=facets or {}, names=FACETS)
             total, hits = proj.read(lambda indexes: _search(
                 indexes, terms, lex, inherited, per_step, sort, offset, limit), (0, []))
-    candidates = [_candidate(_hit(h)) for h in hits]
+    candidates = [_candidate(h) for h in hits]
     has_more = offset + len(candidates) < total
     token = _token(offset + len(candidates), fingerprint) if has_more else None
     nxt, steps = _stale_steps(fresh)
@@ -409,17 +409,13 @@ def _text_terms(matched: dict[str, set[str]]) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in sorted(matched.items()) if k in TEXT_FIELDS}
 
 
-def _hit(hit: dict[str, Any]) -> dict[str, Any]:
-    fields = hit["fields"]
-    return {"unit_id": fields["unit_id"], "trace_id": fields["trace_id"], "card": fields["card"],
-            "score": hit["score"], "matched": hit["matched"]}
-
-
 _MULTI = ("tool", "file_kind", "date")
 
 
 def _candidate(hit: dict[str, Any]) -> Candidate:
-    card = hit["card"]
+    """A hit of :func:`_search` (a unit's stored fields, score and matched terms) as shown."""
+    fields = hit["fields"]
+    card = fields["card"]
     facets: dict[str, Any] = {}
     for name, value in card["facets"].items():
         parts = [v for v in value.split(",") if v]
@@ -429,11 +425,11 @@ def _candidate(hit: dict[str, Any]) -> Candidate:
             facets[name] = parts
         else:
             facets[name] = parts[0] if parts else None
-    trace_id, index = hit["trace_id"], card["step_index"]
+    trace_id, index = fields["trace_id"], card["step_index"]
     refs = {"trace": f"opentraces trace get {trace_id}"}
     if index is not None:
         refs["step"] = f"opentraces trace get {trace_id}:{index}"
-    return Candidate(unit_id=hit["unit_id"], trace_id=trace_id, step_index=index,
+    return Candidate(unit_id=fields["unit_id"], trace_id=trace_id, step_index=index,
                      title=card["title"], headline=card["headline"], summary=card["summary"],
                      score=hit["score"], time=_iso(card["at"]), matched_fields=hit["matched"],
                      facets=facets,
