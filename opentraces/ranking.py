@@ -141,13 +141,13 @@ class Ranker:
 
     def _positions(self, field: str, text: str | bytes, docs: set[int]) -> dict[int, list[int]]:
         """Word positions of one term in each document of ``docs``."""
-        btext = text if isinstance(text, bytes) else self.schema[field].to_bytes(text)
+        btext = self._bytes(field, text)
         decode = self.schema[field].format.decoder("positions")
         found: dict[int, list[int]] = {}
         for leaf, offset in self.leaves:
-            if (field, btext) not in leaf:
+            m = _open(leaf, field, btext)
+            if m is None:
                 continue
-            m = _unfiltered(leaf.postings(field, btext))
             if not isinstance(m, W3LeafMatcher):
                 while m.is_active():
                     if offset + m.id() in docs:
@@ -164,13 +164,17 @@ class Ranker:
                         found[offset + d] = decode(value)
         return found
 
+    def _bytes(self, field: str, text: str | bytes) -> bytes:
+        """A term's text as the index stores it."""
+        return text if isinstance(text, bytes) else self.schema[field].to_bytes(text)
+
     @staticmethod
     def _cheap_first(q: Any) -> int:
         return 0 if isinstance(q, query.Term) else 1
 
     def postings(self, field: str, text: str | bytes) -> tuple[list[int], list[float]]:
         """(global document numbers, weights) of one term, in document order."""
-        btext = text if isinstance(text, bytes) else self.schema[field].to_bytes(text)
+        btext = self._bytes(field, text)
         key = (field, btext)
         cached = self._postings.get(key)
         if cached is not None:
@@ -179,9 +183,9 @@ class Ranker:
         weights: list[float] = []
         for n, (leaf, offset) in enumerate(self.leaves):
             local = None if self._local is None else self._local[n]
-            if local == [] or (field, btext) not in leaf:
+            m = None if local == [] else _open(leaf, field, btext)
+            if m is None:
                 continue
-            m = _unfiltered(leaf.postings(field, btext))
             if not isinstance(m, W3LeafMatcher):
                 while m.is_active():
                     if local is None or offset + m.id() in self.within:  # type: ignore[operator]
@@ -217,8 +221,7 @@ class Ranker:
                     if d in scores:
                         scores[d] += boost * w
                 continue
-            btext = text if isinstance(text, bytes) else self.schema[field].to_bytes(text)
-            idf = self.searcher.idf(field, btext)
+            idf = self.searcher.idf(field, self._bytes(field, text))
             average = self.searcher.avg_field_length(field) or 1
             memo: dict[tuple[float, int], float] = {}
             lengths = self._length_bytes(field)
@@ -310,9 +313,13 @@ def _blocks(m: W3LeafMatcher, local: list[int] | None) -> Iterator[None]:
         m._goto(m._nextoffset)
 
 
-def _unfiltered(m: Any) -> Any:
-    """The postings without the filter that hides deleted documents: :meth:`Ranker.docs`
-    removes those once, from the final set, and nothing outside it is scored."""
+def _open(leaf: Any, field: str, btext: bytes) -> Any | None:
+    """A term's postings in one segment (None when the segment lacks the term), without the
+    filter that hides deleted documents: :meth:`Ranker.docs` removes those once, from the final
+    set, and nothing outside it is scored."""
+    if (field, btext) not in leaf:
+        return None
+    m = leaf.postings(field, btext)
     return m.child if isinstance(m, FilterMatcher) else m
 
 
