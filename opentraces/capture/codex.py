@@ -104,8 +104,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from opentraces.capture.base import Context, LineRef, SessionRef, clean, non_object
-from opentraces.capture.lines import complete_length
-from opentraces.capture.parse import first_record
+from opentraces.capture.parse import identify_head
 from opentraces.capture.values import (
     COUNT_MAX,
     SHAPE_ERRORS,
@@ -291,7 +290,7 @@ class CodexAdapter:
                 head = fh.read(SNIFF_BYTES)
         except OSError:
             return False
-        return self.identify(path, first_record(head[:complete_length(head)])) is not None
+        return identify_head(self, path, head) is not None
 
     def identify(self, path: Path, first_record: Any | None) -> SessionRef | None:
         if not isinstance(first_record, dict):

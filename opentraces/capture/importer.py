@@ -55,7 +55,7 @@ from opentraces.blobs import BlobStore
 from opentraces.capture import adapter
 from opentraces.capture.base import Adapter, Context, DocumentAdapter, SessionRef, is_document
 from opentraces.capture.lines import Undecodable, complete_length, decode_document
-from opentraces.capture.parse import Records, feed_document, first_record, parse_bytes
+from opentraces.capture.parse import Records, feed_document, identify_head, parse_bytes
 from opentraces.errors import BlobCorrupt, BlobMissing, UsageError, VersionConflict
 from opentraces.events import (
     AgentInfo,
@@ -202,7 +202,7 @@ def _claims(ad: Adapter, file: Path) -> bool:
         return _claims_document(ad, file)  # type: ignore[arg-type]
     with open(file, "rb") as fh:
         head = fh.read(1 << 20)
-    return ad.identify(file, first_record(head[:complete_length(head)])) is not None
+    return identify_head(ad, file, head) is not None
 
 
 def _claims_document(ad: DocumentAdapter, file: Path) -> bool:
@@ -245,15 +245,14 @@ def trace_of_file(ad: Adapter, path: Path) -> str | None:
         data = path.read_bytes()
     except OSError:
         return None
-    ref = ad.identify(path, first_record(data[:complete_length(data)]))
+    ref = identify_head(ad, path, data)
     return ref.trace_id if ref is not None else None
 
 
 def plan_file(log: EventLog, blobs: BlobStore, ad: Adapter, path: Path, data: bytes,
               accept: CaptureFilter | None = None) -> Plan | None:
     """The records that importing ``data`` (the file's bytes) adds, or None if nothing."""
-    first = first_record(data[:complete_length(data)])
-    ref = ad.identify(path, first)
+    ref = identify_head(ad, path, data)
     if ref is None:
         return None
     stream_id = stream("trace", ref.trace_id)

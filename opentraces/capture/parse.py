@@ -51,6 +51,11 @@ def first_record(data: bytes) -> Any | None:
     return None
 
 
+def identify_head(adapter: Adapter, path: Path, data: bytes) -> SessionRef | None:
+    """The session named by the first complete line of ``data`` (a transcript, or its head)."""
+    return adapter.identify(path, first_record(data[:complete_length(data)]))
+
+
 def memory_context() -> Context:
     """A context whose blobs are only hashed, for parsing without a store (tests, dry runs)."""
     return Context(lambda data, media_type: BlobRef(hash=blob_hash(data), size=len(data),
