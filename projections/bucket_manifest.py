@@ -138,7 +138,8 @@ class BucketManifest(SqlProjection):
             (trace_id, rec.position or 0, e.model, title, e.at))
 
     def _patch(self, conn: sqlite3.Connection, rec: Recorded) -> None:
-        trace_id = rec.event.trace_id  # type: ignore[attr-defined]
+        e: ev.PatchRecorded = rec.event  # type: ignore[assignment]
+        trace_id = e.trace_id
         self._touch(conn, trace_id, rec.position or 0)
         conn.execute("UPDATE traces SET patch_count = patch_count + 1 WHERE trace_id = ?",
                      (trace_id,))
