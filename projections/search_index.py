@@ -422,9 +422,9 @@ class _Trace:
             times.append(started)
         task = self.task()
         doc = self._doc(self.head["trace_id"], base, max(times) if times else None)
+        ordered = [d for _, d in sorted(step_docs.items())]
         for name in TEXT_FIELDS:
-            parts = [d[name] for _, d in sorted(step_docs.items()) if d.get(name)]
-            doc[name] = "\n".join(parts)[:TRACE_FIELD_CHARS]
+            doc[name] = "\n".join(d[name] for d in ordered if d.get(name))[:TRACE_FIELD_CHARS]
         doc |= {
             "title": base["title"],
             "model": _facet([base["model"], *(s.model or "" for s in steps)]),
