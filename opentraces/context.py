@@ -51,7 +51,7 @@ from opentraces.tracing import (
 )
 
 if TYPE_CHECKING:
-    from opentraces.api import Workspace
+    from opentraces.workspace import Workspace
 
     Target = Settings | Path | Workspace
 
@@ -143,7 +143,7 @@ class _View:
 
 @contextmanager
 def _view(target: Target) -> Iterator[_View]:
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     with open_workspace(target, readonly=True) as ws:
         runner = ws.runner()

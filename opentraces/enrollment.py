@@ -41,8 +41,8 @@ from opentraces.events import Event, ProjectEnrolled, ProjectRemoved, TrackingMo
 from opentraces.hooks import AGENTS, EXCLUDE_MARKER, excluded_by_marker
 
 if TYPE_CHECKING:
-    from opentraces.api import Workspace
     from opentraces.config import Settings
+    from opentraces.workspace import Workspace
 
 #: The stream holding tracking mode and enrollment.
 BUCKET_STREAM = stream("bucket", "default")
@@ -114,7 +114,7 @@ def fold(events: Iterable[Event]) -> EnrollmentState:
 
 def enrollment_state(target: Settings | Path | Workspace) -> EnrollmentState:
     """Fold the ``bucket:default`` stream (read-only: a missing store reads as empty)."""
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     with open_workspace(target, readonly=True) as ws:
         if not ws.store_exists:
@@ -123,7 +123,7 @@ def enrollment_state(target: Settings | Path | Workspace) -> EnrollmentState:
 
 
 def _append(target: Settings | Path | Workspace, event: Event) -> None:
-    from opentraces.api import append
+    from opentraces.workspace import append
 
     append(target, BUCKET_STREAM, [event])
 

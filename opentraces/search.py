@@ -38,7 +38,7 @@ from opentraces.config import Settings
 from opentraces.errors import MaintenanceNeeded, UsageError
 
 if TYPE_CHECKING:
-    from opentraces.api import Workspace
+    from opentraces.workspace import Workspace
 
 __all__ = ["Candidate", "Freshness", "IndexReport", "QueryResult", "SkillUsage",
            "SkillsResult", "index_rebuild", "index_refresh", "index_status", "parse_since",
@@ -158,7 +158,7 @@ def trace_query(target: Settings | Path | Workspace, terms: str = "", *, lex: bo
     """Find traces and steps by words and facets (read-only).
 
     Args:
-        target: settings, a home folder or an open workspace (see :mod:`opentraces.api`).
+        target: settings, a home folder or an open workspace (see :mod:`opentraces.workspace`).
         terms: the query (syntax in the module docstring); empty lists traces by facets only,
             newest first.
         lex: read ``terms`` as plain words, any of which may match.
@@ -177,7 +177,7 @@ def trace_query(target: Settings | Path | Workspace, terms: str = "", *, lex: bo
         MaintenanceNeeded: the index is missing or must be rebuilt.
         UsageError: a bad option, a query the parser rejects, a token from another query.
     """
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     if sort not in SORTS:
         raise UsageError(f"unknown sort {sort!r}; use one of {', '.join(SORTS)}")
@@ -448,7 +448,7 @@ def _iso(seconds: int | None) -> str | None:
 
 def trace_skills(target: Settings | Path | Workspace, skill: str | None = None) -> SkillsResult:
     """Skills seen in the traces, most invoked first (read-only); ``skill`` picks one."""
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     with open_workspace(target, readonly=True) as ws:
         proj, fresh = _open(ws)
@@ -468,7 +468,7 @@ def trace_skills(target: Settings | Path | Workspace, skill: str | None = None) 
 
 def index_status(target: Settings | Path | Workspace) -> IndexReport:
     """Documents, position, lag and size of the search index (read-only)."""
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     with open_workspace(target, readonly=True) as ws:
         return _report(ws, events_applied=0, seconds=0.0)
@@ -477,7 +477,7 @@ def index_status(target: Settings | Path | Workspace) -> IndexReport:
 def index_refresh(target: Settings | Path | Workspace,
                   progress: Progress | None = None) -> IndexReport:
     """Bring the search index up to the log's head (building it when missing or outdated)."""
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     began = time.perf_counter()
     with open_workspace(target) as ws:
@@ -489,7 +489,7 @@ def index_refresh(target: Settings | Path | Workspace,
 def index_rebuild(target: Settings | Path | Workspace,
                   progress: Progress | None = None) -> IndexReport:
     """Build the search index afresh from the whole log and swap it in."""
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     began = time.perf_counter()
     with open_workspace(target) as ws:

@@ -45,7 +45,7 @@ import msgspec
 
 from opentraces.errors import UsageError
 from opentraces.record import Step, ToolCall, TraceRecord
-from opentraces.tracing import LAST, parse_steps, step_bounds
+from opentraces.tracing import LAST, parse_steps, step_bounds, trace_view
 
 __all__ = [
     "BURST_GAP",
@@ -53,6 +53,7 @@ __all__ = [
     "bursts",
     "instructions",
     "record_card",
+    "trace_card",
     "trace_map",
     "trace_slice",
 ]
@@ -599,3 +600,9 @@ def _slice(record: TraceRecord, a: int, b: int,
                     commit_sha=burst["burst_commit_sha"])
     return {"slice_id": f"{tid}:{a}-{b}", "start_step_index": a, "end_step_index": b,
             "steps": msgspec.to_builtins(steps), "refs": refs}
+
+
+def trace_card(target: Any, ref: str) -> dict[str, Any]:
+    """A short card about one trace (see :func:`record_card`); ``target`` as for
+    :func:`opentraces.tracing.trace_view`."""
+    return record_card(trace_view(target, ref).record)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -34,7 +34,7 @@ from opentraces.errors import BlobMissing, MaintenanceNeeded, UsageError
 from opentraces.record import Step, TraceRecord
 
 if TYPE_CHECKING:
-    from opentraces.api import Workspace
+    from opentraces.workspace import Workspace
 
 __all__ = [
     "LAST",
@@ -47,7 +47,6 @@ __all__ = [
     "TraceNotFound",
     "TraceView",
     "parse_address",
-    "trace_card",
     "trace_get",
     "trace_range",
     "trace_step",
@@ -246,18 +245,11 @@ def trace_range(target: Settings | Path | Workspace, address: str) -> RangeView:
                      stale=view.stale, position=view.position, head=view.head)
 
 
-def trace_card(target: Settings | Path | Workspace, ref: str) -> dict[str, Any]:
-    """A short card about one trace (see :func:`opentraces.trace_map.record_card`)."""
-    from opentraces.trace_map import record_card  # trace_map builds on this module
-
-    return record_card(trace_view(target, ref).record)
-
-
 def trace_view(target: Settings | Path | Workspace, ref: str) -> TraceView:
     """The TraceRecord of one trace, and whether the view it came from lags the log.
 
     Args:
-        target: settings, a home folder or an open workspace (see :mod:`opentraces.api`).
+        target: settings, a home folder or an open workspace (see :mod:`opentraces.workspace`).
         ref: a full trace id or a prefix of exactly one; any address of the trace is accepted
             (its step part is checked against the record).
 
@@ -270,7 +262,7 @@ def trace_view(target: Settings | Path | Workspace, ref: str) -> TraceView:
         MaintenanceNeeded: the traces view is missing or must be rebuilt.
         BadAddress, StepOutOfRange: the address is malformed or names a missing step.
     """
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     addr = parse_address(ref)
     ref = addr.trace

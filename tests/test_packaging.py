@@ -260,6 +260,75 @@ def test_projections_import_only_events_errors_record(path: Path, package: str) 
     assert wrong == set()
 
 
+def module_name(path: Path, package: str) -> str:
+    rel = path.relative_to(REPO / package.split(".")[-1] if package != "opentraces"
+                           else REPO / "opentraces").with_suffix("")
+    parts = [p for p in rel.parts if p != "__init__"]
+    return ".".join([package, *parts])
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Who imports whom inside ``opentraces/`` and ``projections/``: every import counts,
+    module level, function bodies and ``TYPE_CHECKING`` blocks alike (a lazy import still
+    ties the two modules together)."""
+    nodes = {module_name(p, pkg): (p, pkg)
+             for folder in ("opentraces", "projections") for p, pkg in modules_in(folder)
+             if p.name != "__main__.py"}
+    return {name: {m for m in own(imports_of(path, pkg)) if m in nodes and m != name}
+            for name, (path, pkg) in nodes.items()}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for child in sorted(graph[node]):
+            if child not in index:
+                visit(child)
+                low[node] = min(low[node], low[child])
+            elif child in on_stack:
+                low[node] = min(low[node], index[child])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_no_import_cycle_inside_the_library() -> None:
+    assert import_cycles(import_graph()) == []
+
+
+def test_cycle_finder_finds_a_circle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert import_cycles(graph) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_nothing_inside_the_library_imports_the_facade() -> None:
+    graph = import_graph()
+    assert sorted(m for m, deps in graph.items() if "opentraces.api" in deps) == []
+    assert "opentraces.workspace" in graph["opentraces.api"]
+
+
 def test_import_scanner_resolves_names() -> None:
     main = REPO / "commands" / "main.py"
     assert {"opentraces", "opentraces.api", "opentraces.commands.output"} <= imports_of(

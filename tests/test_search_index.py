@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from opentraces import api, search
+from opentraces import api, search, workspace
 from opentraces import events as ev
 from opentraces.commands.main import cli
 from opentraces.config import Settings, load_settings
@@ -228,7 +228,7 @@ def test_skills(corpus) -> None:
 @pytest.fixture
 def bulk(monkeypatch: pytest.MonkeyPatch) -> None:
     """Imports behave like a bulk import: they leave the lazy index behind."""
-    monkeypatch.setattr(api, "LAZY_CATCH_UP_EVENTS", 0)
+    monkeypatch.setattr(workspace, "LAZY_CATCH_UP_EVENTS", 0)
 
 
 def test_a_small_import_keeps_the_index_current(settings: Settings) -> None:

@@ -19,13 +19,12 @@ from opentraces import events as ev
 from opentraces.commands.main import cli
 from opentraces.config import Settings
 from opentraces.record import TraceRecord
-from opentraces.trace_map import bursts, instructions, trace_map, trace_slice
+from opentraces.trace_map import bursts, instructions, trace_card, trace_map, trace_slice
 from opentraces.tracing import (
     LAST,
     BadAddress,
     StepOutOfRange,
     parse_address,
-    trace_card,
     trace_range,
     trace_step,
 )

@@ -67,7 +67,7 @@ def pr_render(target: Any, repo: Path, base: str = "main", head: str = "HEAD") -
     Raises:
         NotARepository, CommitNotFound: ``repo``, ``base`` or ``head`` is not there.
     """
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     root = _repo_root(Path(repo))
     with GitRepo(root) as git:

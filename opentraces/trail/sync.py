@@ -270,7 +270,7 @@ def _authored(blobs: BlobStore, patch: ev.PatchRecorded) -> list[str]:
 
 
 def _catch_up(ws: Any) -> None:
-    from opentraces.api import catch_up_after_write
+    from opentraces.workspace import catch_up_after_write
 
     catch_up_after_write(ws)
 
@@ -290,7 +290,7 @@ def trail_sync(target: Any, *, repo: Path | None = None,
     Returns:
         A :class:`SyncReport`; re-running with nothing changed appends nothing.
     """
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     with open_workspace(target) as ws:
         ids = _trace_ids(ws.log, trace_ids)
@@ -388,7 +388,7 @@ def request_anchor_search(target: Any, folder: Path, commit: str, *,
     Returns the event appended, or None when ``folder`` is not in a repository or the request
     is already recorded.
     """
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     root = find_repo_root(folder)
     if root is None:
@@ -424,7 +424,7 @@ def trail_track(target: Any, *, trace: str | None = None, patch: str | None = No
     Raises:
         UsageError: no selector, or more than one.
     """
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     chosen = [x for x in (trace, patch, anchor, since) if x is not None] + ([True] if all else [])
     if len(chosen) != 1:
@@ -435,7 +435,7 @@ def trail_track(target: Any, *, trace: str | None = None, patch: str | None = No
         view = ws.runner().open("trail")
         rows = view.anchored() if view is not None else []
         if trace is not None:
-            trace = _resolve_trace(ws, trace)
+            trace = resolve_trace(ws, trace)
             rows = view.patches_of_trace(trace) if view is not None else []
         elif patch is not None:
             rows = [r for r in rows if r["patch_id"] == patch]
@@ -545,10 +545,28 @@ def _view(ws: Any) -> Any:
     return ws.runner().open("trail")
 
 
-def _resolve_trace(ws: Any, ref: str) -> str:
-    from opentraces.trail.views import resolve_trace  # views builds on this module
+def resolve_trace(ws: Any, ref: str) -> str:
+    """A full trace id from an id or a unique prefix (traces view first, then the trail's).
 
-    return resolve_trace(ws, ref)
+    Raises:
+        TraceNotFound, AmbiguousTrace: no trace, or several, start with ``ref``.
+    """
+    from opentraces.tracing import AmbiguousTrace, TraceNotFound
+
+    proj = ws.runner().open("traces")
+    matches = proj.resolve(ref) if proj is not None else []
+    if not matches:
+        view = _view(ws)
+        known = view.trace_ids() if view is not None else []
+        matches = [ref] if ref in known else [t for t in known if t.startswith(ref)]
+    if not matches:
+        raise TraceNotFound(f"no trace matches {ref!r}",
+                            next_command="opentraces bucket manifest")
+    if len(matches) > 1:
+        raise AmbiguousTrace(f"{len(matches)} traces start with {ref!r}: "
+                             f"{', '.join(matches[:5])}", candidates=matches,
+                             hint="Give more characters of the trace id.")
+    return matches[0]
 
 
 def _trace_refs(ws: Any, trace_ids: list[str]) -> list[TraceRef]:
@@ -569,7 +587,7 @@ def _trace_refs(ws: Any, trace_ids: list[str]) -> list[TraceRef]:
 def blame_commit(target: Any, sha: str, repo: Path) -> BlameCommit:
     """Which traces wrote commit ``sha`` of ``repo``: coverage of its added lines, per-file
     ranges and the evidence for each patch (read-only)."""
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     root = find_repo_root(Path(repo).absolute())  # a user's folder, maybe relative
     if root is None:
@@ -651,10 +669,10 @@ def blame_trace(target: Any, trace: str) -> BlameTrace:
     Raises:
         TraceNotFound, AmbiguousTrace: no trace, or several, match ``trace``.
     """
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     with open_workspace(target, readonly=True) as ws:
-        trace = _resolve_trace(ws, trace)
+        trace = resolve_trace(ws, trace)
         view = _view(ws)
         rows = view.anchored(trace) if view is not None else []
     commits: dict[str, TraceCommit] = {}
@@ -669,11 +687,11 @@ def blame_trace(target: Any, trace: str) -> BlameTrace:
 
 def trail_graph(target: Any, *, trace: str | None = None) -> TrailGraph:
     """Commits with the traces that wrote them and how many lines each (read-only)."""
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     with open_workspace(target, readonly=True) as ws:
         if trace is not None:
-            trace = _resolve_trace(ws, trace)
+            trace = resolve_trace(ws, trace)
         view = _view(ws)
         rows = view.anchored(trace) if view is not None else []
     lines: dict[str, dict[str, int]] = {}

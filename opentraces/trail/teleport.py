@@ -33,7 +33,8 @@ from opentraces.blobs import blob_refs
 from opentraces.errors import Refused
 from opentraces.store import decode_event, encode_event
 from opentraces.trail.gitrepo import find_repo_root
-from opentraces.trail.views import _catch_up, _record, _repo_keys, resolve_trace
+from opentraces.trail.sync import resolve_trace
+from opentraces.trail.views import _catch_up, _record, _repo_keys
 
 FORMAT = "opentraces.teleport.v1"
 MANIFEST = "manifest.json"
@@ -94,7 +95,7 @@ def teleport_export(target: Any, trace: str, output_dir: Path, *,
         TraceNotFound, AmbiguousTrace: ``trace`` names no trace, or several.
         Refused: ``output_dir`` is not empty or lies inside a git repository.
     """
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     out = Path(output_dir).absolute()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -167,7 +168,7 @@ def teleport_open(target: Any, bundle_dir: Path, *, project: Path | None = None,
         Refused: ``project`` is not empty.
         VersionConflict: this store holds a different event at one of the trace's versions.
     """
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     bundle = Path(bundle_dir)
     manifest, events, contents = read_bundle(bundle)

@@ -44,6 +44,7 @@ from opentraces.trail.sync import (
     _trace_refs,
     _tracked,
     fold_repo,
+    resolve_trace,
     trail_graph,
     trail_sync,
     trail_track,
@@ -160,30 +161,6 @@ def _rows(ws: Any, where: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
     return view._query(where, params) if view is not None else []
 
 
-def resolve_trace(ws: Any, ref: str) -> str:
-    """A full trace id from an id or a unique prefix (traces view first, then the trail's).
-
-    Raises:
-        TraceNotFound, AmbiguousTrace: no trace, or several, start with ``ref``.
-    """
-    from opentraces.tracing import AmbiguousTrace, TraceNotFound
-
-    proj = ws.runner().open("traces")
-    matches = proj.resolve(ref) if proj is not None else []
-    if not matches:
-        view = _view(ws)
-        known = view.trace_ids() if view is not None else []
-        matches = [ref] if ref in known else [t for t in known if t.startswith(ref)]
-    if not matches:
-        raise TraceNotFound(f"no trace matches {ref!r}",
-                            next_command="opentraces bucket manifest")
-    if len(matches) > 1:
-        raise AmbiguousTrace(f"{len(matches)} traces start with {ref!r}: "
-                             f"{', '.join(matches[:5])}", candidates=matches,
-                             hint="Give more characters of the trace id.")
-    return matches[0]
-
-
 def _record(ws: Any, trace_id: str) -> Any:
     """The trace's TraceRecord, or None when the traces view cannot give it."""
     from opentraces.errors import MaintenanceNeeded
@@ -220,7 +197,7 @@ def _repo_root(path: Path) -> Path:
 def explain(target: Any, trace: str, step: int) -> StepExplain:
     """What step ``step`` of a trace wrote: its patches with their anchor and survival, and
     the instruction the agent was following (read-only)."""
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     with open_workspace(target, readonly=True) as ws:
         trace_id = resolve_trace(ws, trace)
@@ -242,7 +219,7 @@ def explain_line(target: Any, path: Path, line: int) -> LineExplain:
         NotARepository: ``path`` is not in a repository.
         UsageError: the file is not at HEAD or has no such line.
     """
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     path = Path(path)
     root = _repo_root(path.parent)
@@ -340,7 +317,7 @@ def map_line(old: list[str], new: list[str], n: int) -> int | None:
 def timeline(target: Any, trace: str, *, patch: str | None = None) -> Timeline:
     """A trace's trail facts in the order they were recorded: each patch, then its anchors
     (re-anchors included) and survival observations (read-only). ``patch`` keeps one patch."""
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     with open_workspace(target, readonly=True) as ws:
         trace_id = resolve_trace(ws, trace)
@@ -406,7 +383,7 @@ def attach(target: Any, trace: str, commit: str, repo: Path) -> AttachReport:
         TraceNotFound, AmbiguousTrace: ``trace`` names no trace, or several.
         UsageError: the commit changes none of the files the trace edited.
     """
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     root = _repo_root(Path(repo))
     with open_workspace(target) as ws, GitRepo(root) as git:
@@ -479,7 +456,7 @@ def sync_patch(target: Any, *, patch: str | None = None,
         UsageError: neither or both of ``patch`` and ``anchor``.
         TrailObjectNotFound: no such patch or anchor.
     """
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     if (patch is None) == (anchor is None):
         raise UsageError("give exactly one of --patch or --anchor")
@@ -524,7 +501,7 @@ def resolve(target: Any, uri: str) -> Resolved:
         BadTrailUri: another scheme or form.
         TrailObjectNotFound, TraceNotFound: it names nothing here.
     """
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     if not uri.startswith(URI_SCHEME):
         raise BadTrailUri(f"{uri!r} is not an ot:// address",
@@ -599,7 +576,7 @@ def _anchor_object(ws: Any, anchor_id: str) -> dict[str, Any]:
 
 def trace_graph(target: Any, trace: str) -> TraceGraph:
     """Trace-primary graph: the trace's patches and the commits they went into (read-only)."""
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     with open_workspace(target, readonly=True) as ws:
         trace_id = resolve_trace(ws, trace)
@@ -622,7 +599,7 @@ def commit_rail(target: Any, repo: Path | None = None, limit: int | None = None)
     commit no session wrote). Without: every commit that carries trace evidence, in any
     repository (the newest ``limit`` when given).
     """
-    from opentraces.api import open_workspace
+    from opentraces.workspace import open_workspace
 
     if repo is None:
         commits = list(reversed(trail_graph(target).commits))
