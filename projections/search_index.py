@@ -82,6 +82,9 @@ PATHS_PER_CALL = 20
 #: the writer spills to disk past WRITER_LIMIT_MB, so a large value costs little memory.
 FLUSH_UNITS = 200_000
 WRITER_LIMIT_MB = 256
+#: Dirty units from which a first build writes half the documents in a second process (its
+#: start-up, ~0.3 s, would cost a small build more than it saves).
+PARALLEL_UNITS = 3000
 
 #: Attempts of :meth:`SearchIndex.read` at reading indexes that a commit changes meanwhile.
 READ_ATTEMPTS = 3
@@ -248,6 +251,8 @@ def schema() -> Any:
     """The whoosh schema (built on demand: whoosh is imported lazily)."""
     from whoosh import analysis, fields
 
+    from opentraces.indexing import FusedText
+
     # One stop list for every field: a word stopped in some fields only would have to match in
     # the others, and an AND query would then miss units that have it only where it is stopped.
     stop = analysis.StopFilter(stoplist=analysis.STOP_WORDS, minsize=1)
@@ -265,8 +270,8 @@ def schema() -> Any:
     }
     for name, boost in TEXT_FIELDS.items():
         # Positions (for phrases) are kept where phrases are asked for: prose and commands.
-        spec[name] = fields.TEXT(analyzer=analyzers[name], field_boost=boost,
-                                 phrase=name not in NO_PHRASE_FIELDS)
+        spec[name] = FusedText(analyzer=analyzers[name], field_boost=boost,
+                               phrase=name not in NO_PHRASE_FIELDS)
     for name in FACETS:
         spec[name] = fields.KEYWORD(commas=True, scorable=False,
                                     lowercase=name not in CASE_SENSITIVE_FACETS)
@@ -462,6 +467,57 @@ class _Trace:
                 "skills": list(dict.fromkeys(skills)), "facets": facets,
                 "session_id": self.head.get("session_id"), "steps": steps,
                 "at": doc.get("time")}
+
+
+def _render(conn: sqlite3.Connection, trace_id: str
+            ) -> tuple[str, dict[int, dict[str, Any]], dict[str, Any]]:
+    """A trace's side-table rows as documents: (inherited key, step documents by index, trace
+    document)."""
+    trace = _Trace.read(conn, trace_id)
+    base = trace.inherited()
+    step_docs = {i: d for i in sorted(trace.steps) if (d := trace.step_doc(i, base)) is not None}
+    return trace.key(), step_docs, trace.trace_doc(base, step_docs)
+
+
+def _halves(conn: sqlite3.Connection, trace_ids: list[str]) -> tuple[list[str], list[str]]:
+    """``trace_ids`` (sorted) cut in two runs of about equal text to index."""
+    size: dict[str, int] = dict.fromkeys(trace_ids, 1)
+    for table, column in (("texts", "body"), ("results", "output")):
+        for trace_id, chars in conn.execute(
+                f"SELECT trace_id, sum(length({column})) FROM {table} GROUP BY trace_id"):
+            if trace_id in size:
+                size[trace_id] += chars
+    half, run = sum(size.values()) / 2, 0
+    for i, trace_id in enumerate(trace_ids):
+        run += size[trace_id]
+        if run >= half:
+            return trace_ids[:i + 1], trace_ids[i + 1:]
+    return trace_ids, []
+
+
+def write_part(side: str, index_dir: str, trace_ids: list[str]
+               ) -> tuple[dict[str, list[Any]], list[tuple[str, str, int]]]:
+    """In a child process: the documents of ``trace_ids`` as one new segment per index, from
+    the side tables read-only; returns the segments (for the parent to commit) and the
+    ``documents`` rows."""
+    from whoosh import index
+
+    from opentraces.indexing import finish_segment, segment_writer
+
+    conn = sqlite3.connect(f"file:{side}?mode=ro", uri=True)
+    try:
+        writers = {name: segment_writer(index.open_dir(index_dir, indexname=name),
+                                        WRITER_LIMIT_MB // 2) for name in (STEPS, TRACES)}
+        counts = []
+        for trace_id in trace_ids:
+            key, step_docs, trace_doc = _render(conn, trace_id)
+            for doc in step_docs.values():
+                writers[STEPS].add_document(**doc)
+            writers[TRACES].add_document(**trace_doc)
+            counts.append((trace_id, key, 1 + len(step_docs)))
+        return {name: [finish_segment(w)] for name, w in writers.items()}, counts
+    finally:
+        conn.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -679,6 +735,8 @@ class SearchIndex(SqlProjection):
 
     def _write(self, conn: sqlite3.Connection, indexes: dict[str, Any],
                dirty: dict[str, set[int]]) -> None:
+        from opentraces.indexing import child_result, close_own, commit_segments, start_child
+
         # Per index: a crash between the two commits leaves one written and the other empty.
         empty = {name: ix.doc_count_all() == 0 for name, ix in indexes.items()}
         # Not compound: whoosh3 opens a file inside a compound segment by copying it into
@@ -687,20 +745,25 @@ class SearchIndex(SqlProjection):
         writers = {name: ix.writer(limitmb=WRITER_LIMIT_MB // 2, compound=False)
                    for name, ix in indexes.items()}
         stored = dict(conn.execute("SELECT trace_id, inherited FROM documents"))
+        mine, theirs = sorted(dirty), []
+        # A first build only adds documents, so a second process can write the later traces'
+        # as segments of their own (incremental updates stay in one writer).
+        if (all(empty.values()) and sum(map(len, dirty.values())) >= PARALLEL_UNITS
+                and len(os.sched_getaffinity(0)) > 1):
+            mine, theirs = _halves(conn, mine)
         counts: list[tuple[str, str, int]] = []
+        helper = None
         try:
-            for trace_id in sorted(dirty):
-                trace = _Trace.read(conn, trace_id)
-                key = trace.key()
+            if theirs:
+                helper = start_child("opentraces.projections.search_index:write_part",
+                                     str(self.path), str(self.index_dir), theirs)
+            for trace_id in mine:
+                key, step_docs, trace_doc = _render(conn, trace_id)
                 whole = (any(empty.values()) or WHOLE_TRACE in dirty[trace_id]
                          or stored.get(trace_id) != key)
-                base = trace.inherited()
-                step_docs = {i: d for i in sorted(trace.steps)
-                             if (d := trace.step_doc(i, base)) is not None}
                 wanted = step_docs if whole else {
                     i: d for i, d in step_docs.items() if i in dirty[trace_id]}
-                for name, docs in ((STEPS, list(wanted.values())),
-                                   (TRACES, [trace.trace_doc(base, step_docs)])):
+                for name, docs in ((STEPS, list(wanted.values())), (TRACES, [trace_doc])):
                     writer = writers[name]
                     if whole and not empty[name]:
                         writer.delete_by_term("trace_id", trace_id)
@@ -710,9 +773,18 @@ class SearchIndex(SqlProjection):
                         else:
                             writer.update_document(**doc)
                 counts.append((trace_id, key, 1 + len(step_docs)))
-            for writer in writers.values():
-                writer.commit()
+            if helper is None:
+                for writer in writers.values():
+                    writer.commit()
+            else:
+                own = {name: close_own(writer) for name, writer in writers.items()}
+                extra, their_counts = child_result(helper)
+                counts += their_counts
+                for name, writer in writers.items():
+                    commit_segments(writer, own[name], extra[name])
         except BaseException:
+            if helper is not None and helper.poll() is None:
+                helper.kill()
             for writer in writers.values():
                 if not writer.is_closed:
                     writer.cancel()

@@ -682,3 +682,70 @@ def test_flushing_in_the_middle_of_a_catch_up_gives_the_same_index(
     assert (pieces.digest, pieces.doc_count) == (whole.digest, whole.doc_count)
     assert _ids(search.trace_query(settings, "lead_gemini.txt")) == [
         _trace_of(settings, GEMINI_COPY)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Building fast: fused analysis, and a first build written by two processes
+
+
+def test_fused_text_fields_index_as_their_analyzers_do(corpus) -> None:
+    """Every text field's one-pass indexing gives whoosh's terms, frequencies, weights and
+    encoded positions for corpus text and for the awkward cases."""
+    from whoosh import fields
+
+    from opentraces.indexing import FusedText
+    from opentraces.projections.search_index import TEXT_FIELDS, schema
+
+    settings, _ = corpus
+    with api.open_workspace(settings, readonly=True) as ws:
+        side = ws.runner().open("search_index").path
+    conn = sqlite3.connect(f"file:{side}?mode=ro", uri=True)
+    texts = [t for (t,) in conn.execute(
+        "SELECT body FROM texts UNION ALL SELECT output FROM results "
+        "UNION ALL SELECT command FROM calls")]
+    conn.close()
+    texts += ["", "the and of", "The cat's 3.14 v1.2.3 src/app.py", "İstanbul ŞEHİR straße",
+              "a\nthe\nrunning runs ran", "  --flag=value path/to\\file:12 'quoted' \"x\""]
+    assert len(texts) > 200
+    built = schema()
+    for name in TEXT_FIELDS:
+        field = built[name]
+        assert isinstance(field, FusedText)
+        for text in texts:
+            assert list(field.index(text)) == list(fields.FieldType.index(field, text)), name
+
+
+def _answers(settings: Settings) -> list[tuple[str, int, list[tuple[str, float]]]]:
+    out = []
+    for text in RANKED:
+        result = search.trace_query(settings, text, limit=50)
+        out.append((text, result.total, [(c.unit_id, round(c.score, 6))
+                                         for c in result.candidates]))
+    return out
+
+
+def test_a_first_build_in_two_processes_equals_one(settings: Settings,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import opentraces.projections.search_index as module
+
+    _import(settings, *FIRST_BATCH)
+    monkeypatch.setattr(module, "PARALLEL_UNITS", 10**9)
+    one = search.index_rebuild(settings)
+    answers = _answers(settings)
+    monkeypatch.setattr(module, "PARALLEL_UNITS", 0)
+    two = search.index_rebuild(settings)
+    assert (two.digest, two.doc_count) == (one.digest, one.doc_count)
+    assert _answers(settings) == answers
+    with api.open_workspace(settings, readonly=True) as ws:
+        proj = ws.runner().open("search_index")
+        assert proj.problems() == []
+        indexes = proj.open_indexes()
+        # the second process's documents are segments of their own, after the parent's
+        assert [len(ix.reader().leaf_readers()) for ix in indexes.values()] == [2, 2]
+        assert _compare(indexes["steps"], RANKED) > 100
+    # later events update the two-segment index in place
+    _import(settings, LATER)
+    search.index_refresh(settings)
+    assert _ids(search.trace_query(settings, "lead_gemini.txt")) == [
+        _trace_of(settings, GEMINI_COPY)]
+    assert search.trace_query(settings, "file").total >= answers[0][1]
