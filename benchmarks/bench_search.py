@@ -31,6 +31,7 @@ import gen_claude_sessions as gen
 
 API_GOAL_MS = 50.0
 CLI_GOAL_MS = 300.0
+CLI_RATIO_TARGET = 5.0  # CLI query p50 / `python -c pass`, both with compiled bytecode
 T0 = 1767225600  # 2026-01-01T00:00:00Z
 
 
@@ -231,22 +232,26 @@ def cli_latency(settings: Any, runs: int) -> dict[str, Any]:
     """Each query run twice, alternately: with Python's bytecode cache, as an installed package
     has it (written under the scratch folder, not into the source tree), and without it, every
     module compiled from source (``PYTHONDONTWRITEBYTECODE=1``, as in some sandboxes)."""
-    env = common.isolated_env() | {"OPENTRACES_HOME": str(settings.home)}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    cached = env | {"PYTHONPYCACHEPREFIX": str(common.fresh_dir("pycache"))}
-    uncached = env | {"PYTHONDONTWRITEBYTECODE": "1"}
+    cached = common.compiled_env() | {"OPENTRACES_HOME": str(settings.home)}
+    uncached = common.isolated_env() | {"OPENTRACES_HOME": str(settings.home),
+                                        "PYTHONDONTWRITEBYTECODE": "1"}
     picks = [["flaky", "CI", "investigate"], ["pytest", "--tool", "bash"],
              ["journal", "--files", "*.py"], ["--skill", "skill-3"], ['"error handling"']]
     prefix, how = _query_process(settings)
-    seconds: dict[str, list[float]] = {"cached": [], "uncached": []}
+    seconds: dict[str, list[float]] = {"cached": [], "uncached": [], "floor": []}
     for n in range(runs + 3):
         argv = [*prefix, *picks[n % len(picks)], "--json"]
         for name, variant in (("cached", cached), ("uncached", uncached)):
             began = time.perf_counter()
             subprocess.run(argv, env=variant, stdout=subprocess.DEVNULL, check=True)
-            if n >= 3:  # after three warm-ups (the first writes the bytecode cache)
+            if n >= 3:  # after three warm-ups
                 seconds[name].append(time.perf_counter() - began)
-    return {"seconds": seconds["cached"], "uncached": seconds["uncached"], "how": how}
+        began = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], env=cached, check=True)
+        if n >= 3:
+            seconds["floor"].append(time.perf_counter() - began)
+    return {"seconds": seconds["cached"], "uncached": seconds["uncached"],
+            "floor": seconds["floor"], "how": how}
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -282,6 +287,8 @@ def main() -> None:
     api_ms = common.summary_ms(api_runs["all"])
     cli_ms = common.summary_ms(cli_runs["seconds"])
     raw_ms = common.summary_ms(cli_runs["uncached"])
+    floor_ms = common.summary_ms(cli_runs["floor"])
+    cli_ratio = common.summary_ms(cli_runs["seconds"])["median"] / floor_ms["median"]
     per_rows = []
     for label, runs in api_runs["per"].items():
         ms = common.summary_ms(runs)
@@ -320,11 +327,18 @@ then picks the best matching step of each of the 20 traces shown from the steps 
                ("CLI process, no bytecode cache (every module compiled on start)",
                 len(cli_runs["uncached"]), f"{raw_ms['median']:.1f} ms",
                 f"{raw_ms['p95']:.1f} ms", f"{raw_ms['min']:.1f} ms", f"{raw_ms['max']:.1f} ms",
-                "(for comparison)")])}
+                "(for comparison)"),
+               ("`python -c pass` (interpreter floor), bytecode cached", len(cli_runs["floor"]),
+                f"{floor_ms['median']:.1f} ms", f"{floor_ms['p95']:.1f} ms",
+                f"{floor_ms['min']:.1f} ms", f"{floor_ms['max']:.1f} ms", "")])}
+
+CLI query / interpreter floor, same run: **{cli_ratio:.2f}×** (target ≤ {CLI_RATIO_TARGET:.0f}×)
+{verdict(cli_ratio <= CLI_RATIO_TARGET)}.
 
 The CLI runs alternate one query of five (`flaky CI investigate`, `pytest --tool bash`,
 `journal --files *.py`, `--skill skill-3`, `"error handling"`) between two environments: with
-Python's bytecode cache, as an installed package has it (the goal's row), and without it, as
+bytecode compiled beforehand by `python -m compileall` into a private cache, as an installed
+package has it (the goal's row), and without it, as
 under `PYTHONDONTWRITEBYTECODE=1`, where every module is compiled from source at each start.
 
 Per query through the API ({args.repeats} runs each; `total` = traces matched):
@@ -334,7 +348,8 @@ Per query through the API ({args.repeats} runs each; `total` = traces matched):
     common.write_results("search", f"Search index: build and query ({b['traces']:,} traces)",
                          body, record=not args.no_record)
     print(f"API p50 {statistics.median(api_runs['all']) * 1e3:.1f} ms, "
-          f"CLI p50 {statistics.median(cli_runs['seconds']) * 1e3:.1f} ms")
+          f"CLI p50 {statistics.median(cli_runs['seconds']) * 1e3:.1f} ms "
+          f"({cli_ratio:.2f}x python -c pass)")
 
 
 if __name__ == "__main__":
