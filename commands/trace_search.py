@@ -54,17 +54,13 @@ def query(ctx: click.Context, terms: tuple[str, ...], lex: bool, skill: str | No
 
     Example: opentraces trace query "failing test" --tool Bash --since 7d --json
     """
-    # Not the api façade: a query is the hot path, and the façade loads the import machinery.
-    import msgspec
+    from opentraces import api
 
-    from opentraces.config import settings_from_environment
-    from opentraces.search import trace_query
-
-    result = trace_query(
-        settings_from_environment(), " ".join(terms), lex=lex, skill=skill, tool=tool,
+    result = api.trace_query(
+        api.settings_from_environment(), " ".join(terms), lex=lex, skill=skill, tool=tool,
         files=files, project=project, cwd=Path(cwd).resolve() if cwd else None, since=since,
         facets=_facet_pairs(facets), limit=limit, page_token=page_token, sort=sort)
-    body = msgspec.to_builtins(result)
+    body = api.to_builtins(result)
     nxt, steps = body.pop("next_command"), body.pop("next_steps")
     emit(ctx, "opentraces.trace.query.v1", body, text=lambda: _query_text(body),
          next_command=nxt, next_steps=steps)
