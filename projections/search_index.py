@@ -251,7 +251,7 @@ def schema() -> Any:
     """The whoosh schema (built on demand: whoosh is imported lazily)."""
     from whoosh import analysis, fields
 
-    from opentraces.indexing import FusedText
+    from opentraces.projections.indexing import FusedText
 
     # One stop list for every field: a word stopped in some fields only would have to match in
     # the others, and an AND query would then miss units that have it only where it is stopped.
@@ -502,7 +502,7 @@ def write_part(side: str, index_dir: str, trace_ids: list[str]
     ``documents`` rows."""
     from whoosh import index
 
-    from opentraces.indexing import finish_segment, segment_writer
+    from opentraces.projections.indexing import finish_segment, segment_writer
 
     conn = sqlite3.connect(f"file:{side}?mode=ro", uri=True)
     try:
@@ -735,7 +735,12 @@ class SearchIndex(SqlProjection):
 
     def _write(self, conn: sqlite3.Connection, indexes: dict[str, Any],
                dirty: dict[str, set[int]]) -> None:
-        from opentraces.indexing import child_result, close_own, commit_segments, start_child
+        from opentraces.projections.indexing import (
+            child_result,
+            close_own,
+            commit_segments,
+            start_child,
+        )
 
         # Per index: a crash between the two commits leaves one written and the other empty.
         empty = {name: ix.doc_count_all() == 0 for name, ix in indexes.items()}

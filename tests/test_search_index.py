@@ -693,7 +693,7 @@ def test_fused_text_fields_index_as_their_analyzers_do(corpus) -> None:
     encoded positions for corpus text and for the awkward cases."""
     from whoosh import fields
 
-    from opentraces.indexing import FusedText
+    from opentraces.projections.indexing import FusedText
     from opentraces.projections.search_index import TEXT_FIELDS, schema
 
     settings, _ = corpus

@@ -141,7 +141,7 @@ def start_child(function: str, *args: Any) -> subprocess.Popen[bytes]:
     its return value. Not multiprocessing: its spawn start re-runs the caller's main script,
     which a script using the library need not guard, and fork copies open connections."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from opentraces.indexing import child_main; child_main()"],
+        [sys.executable, "-c", f"from {__name__} import child_main; child_main()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdin is not None
     with proc.stdin:
