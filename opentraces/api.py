@@ -126,7 +126,7 @@ __all__ += [
 
 
 # ---------------------------------------------------------------------------------------------
-# Trace Intelligence (defined in opentraces.intel; re-exported here)
+# Trace Intelligence (opentraces.context_waste, .run_signals, .trace_compare; re-exported here)
 
 # Imported on first use: compiling the detectors' and the map's patterns costs ~30 ms and the
 # git layer ~100 ms, which every command importing this module would otherwise pay.
@@ -137,12 +137,12 @@ _LAZY = {**_LAZY_CAPTURE,
          "trace_card": ("opentraces.trace_map", "trace_card"),
          "trace_map": ("opentraces.trace_map", "trace_map"),
          "trace_slice": ("opentraces.trace_map", "trace_slice"),
-         "CONTEXT_WASTE_SCHEMA": ("opentraces.intel", "CONTEXT_WASTE_SCHEMA"),
-         "RUN_INTEL_SCHEMA": ("opentraces.intel", "RUN_INTEL_SCHEMA"),
-         "TRACE_COMPARE_SCHEMA": ("opentraces.intel", "TRACE_COMPARE_SCHEMA"),
-         "context_waste": ("opentraces.intel", "context_waste"),
-         "run_intel": ("opentraces.intel", "run_intel"),
-         "trace_compare": ("opentraces.intel", "compare"),
+         "CONTEXT_WASTE_SCHEMA": ("opentraces.context_waste", "CONTEXT_WASTE_SCHEMA"),
+         "RUN_INTEL_SCHEMA": ("opentraces.run_signals", "RUN_INTEL_SCHEMA"),
+         "TRACE_COMPARE_SCHEMA": ("opentraces.trace_compare", "TRACE_COMPARE_SCHEMA"),
+         "context_waste": ("opentraces.context_waste", "context_waste"),
+         "run_intel": ("opentraces.run_signals", "run_intel"),
+         "trace_compare": ("opentraces.trace_compare", "compare"),
          # Trace Trails: dulwich alone takes ~100 ms to import
          **{name: ("opentraces.trail", name) for name in (
              "BlameCommit", "BlameTrace", "CommitNotFound", "NotARepository", "SyncReport",

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from opentraces import events as ev
 from opentraces.capture import adapter as adapter_for
 from opentraces.capture.base import INLINE_CHARS, Adapter, Context, LineRef
-from opentraces.capture.codex import CodexAdapter, is_injected
+from opentraces.capture.codex import CodexAdapter
+from opentraces.capture.codex_rollout import is_injected
 from opentraces.capture.lines import Rejected, decode, iter_lines
 from opentraces.capture.parse import first_record, memory_context, parse_bytes, parse_file
 from tests.conftest import CORPUS

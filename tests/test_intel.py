@@ -15,9 +15,12 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from opentraces import api, intel
+from opentraces import api
 from opentraces.config import Settings, load_settings
+from opentraces.context_waste import context_waste
 from opentraces.record import TraceRecord
+from opentraces.run_signals import is_approval, resteer_lead, run_intel
+from opentraces.trace_compare import compare, quality
 from tests.conftest import CORPUS
 
 CC = "claude-code/claude-code-log-real-projects"
@@ -67,7 +70,7 @@ def records(corpus_home: Settings) -> dict[str, TraceRecord]:
 
 
 def signals(record: TraceRecord, kind: str) -> list[dict[str, Any]]:
-    return [s for s in intel.run_intel(record)["signals"] if s["kind"] == kind]
+    return [s for s in run_intel(record)["signals"] if s["kind"] == kind]
 
 
 def at(items: list[dict[str, Any]], step: int) -> list[dict[str, Any]]:
@@ -75,7 +78,7 @@ def at(items: list[dict[str, Any]], step: int) -> list[dict[str, Any]]:
 
 
 def findings(record: TraceRecord, pattern: str) -> list[dict[str, Any]]:
-    return [f for f in intel.context_waste(record)["findings"] if f["pattern"] == pattern]
+    return [f for f in context_waste(record)["findings"] if f["pattern"] == pattern]
 
 
 def dumps(payload: dict[str, Any]) -> bytes:
@@ -162,7 +165,7 @@ def test_a_few_searches_are_not_waste(records: dict[str, TraceRecord]) -> None:
 
 def test_summary_counts_the_findings(records: dict[str, TraceRecord]) -> None:
     for record in records.values():
-        payload = intel.context_waste(record)
+        payload = context_waste(record)
         summary = payload["summary"]
         assert summary["context_waste_count"] == len(payload["findings"]) == sum(
             summary[f"{p}_count"] for p in ("large_output", "repeated_file_read",
@@ -202,7 +205,7 @@ def test_a_failed_edit_recovered_by_the_next_edit_of_the_file(
 def test_recovery_needs_an_uncleared_failure(records: dict[str, TraceRecord]) -> None:
     for record in records.values():
         open_failures: dict[str, int] = {}
-        for s in intel.run_intel(record)["signals"]:
+        for s in run_intel(record)["signals"]:
             action = s["evidence"].get("action")
             if s["kind"] == "failure":
                 open_failures[action] = open_failures.get(action, 0) + 1
@@ -328,7 +331,7 @@ def test_an_approval_never_resteers_even_after_an_interruption(
     steps = [msgspec.structs.replace(s, content=text) if s.step_index == 11 else s
              for s in record.steps]
     approved = msgspec.structs.replace(record, steps=steps)
-    assert intel.is_approval(text) and intel.resteer_lead(text) is None
+    assert is_approval(text) and resteer_lead(text) is None
     assert signals(approved, "resteer") == []
 
 
@@ -338,7 +341,7 @@ def test_correction_words_in_the_middle_of_a_sentence_are_no_lead(
     middle = [p for p in prompts if " instead" in p or " no " in p]
     assert len(middle) >= 5
     for text in middle:
-        lead = intel.resteer_lead(text)
+        lead = resteer_lead(text)
         assert lead is None or not any(w in lead[1].lower() for w in ("instead", " no ")), text
 
 
@@ -350,24 +353,24 @@ def test_payloads_are_byte_identical_across_calls(records: dict[str, TraceRecord
                                                  corpus_home: Settings) -> None:
     for record in records.values():
         again = api.trace_get(corpus_home, record.trace_id)
-        assert dumps(intel.context_waste(record)) == dumps(intel.context_waste(again))
-        assert dumps(intel.run_intel(record)) == dumps(intel.run_intel(again))
+        assert dumps(context_waste(record)) == dumps(context_waste(again))
+        assert dumps(run_intel(record)) == dumps(run_intel(again))
     a, b = records["pi_before"], records["cc_9e95"]
-    assert dumps(intel.compare(a, b)) == dumps(intel.compare(a, b))
+    assert dumps(compare(a, b)) == dumps(compare(a, b))
 
 
 def test_compare_gives_b_against_a(records: dict[str, TraceRecord]) -> None:
     from opentraces.trace_map import BURST_GAP, bursts
 
     a, b = records["pi_before"], records["cc_fe5e"]
-    payload = intel.compare(a, b)
+    payload = compare(a, b)
     assert (payload["trace_a"], payload["trace_b"]) == (a.trace_id, b.trace_id)
     assert payload["fidelity"] == {"a": "record", "b": "record"}
     delta = payload["delta"]
     steps = delta["metrics"]["total_steps"]
     assert steps == {"a": a.metrics.total_steps, "b": b.metrics.total_steps,
                      "delta": b.metrics.total_steps - a.metrics.total_steps}
-    counts_a, counts_b = intel.run_intel(a)["counts"], intel.run_intel(b)["counts"]
+    counts_a, counts_b = run_intel(a)["counts"], run_intel(b)["counts"]
     assert delta["signals"]["loop"] == {"a": counts_a["loop"], "b": counts_b["loop"],
                                         "delta": counts_b["loop"] - counts_a["loop"]}
     assert delta["bursts"]["gap"] == BURST_GAP
@@ -375,12 +378,12 @@ def test_compare_gives_b_against_a(records: dict[str, TraceRecord]) -> None:
         len(bursts(a, gap=BURST_GAP, commit_lookup=False)),
         len(bursts(b, gap=BURST_GAP, commit_lookup=False)))
     assert set(delta["quality"]) == {"reliability", "autonomy", "efficiency", "overall"}
-    assert "quality" not in intel.compare(a, b, no_quality=True)["delta"]
+    assert "quality" not in compare(a, b, no_quality=True)["delta"]
 
 
 def test_a_trace_compared_with_itself_has_no_delta(records: dict[str, TraceRecord]) -> None:
     record = records["pi_compact"]
-    delta = intel.compare(record, record)["delta"]
+    delta = compare(record, record)["delta"]
     for group in ("metrics", "signals", "waste", "errors", "quality"):
         for name, triple in delta[group].items():
             assert triple["delta"] in (0, 0.0, None), (group, name)
@@ -388,10 +391,10 @@ def test_a_trace_compared_with_itself_has_no_delta(records: dict[str, TraceRecor
 
 def test_quality_follows_its_formulas(records: dict[str, TraceRecord]) -> None:
     record = records["cc_fe5e"]
-    counts = intel.run_intel(record)["counts"]
-    waste = intel.context_waste(record)["summary"]["context_waste_count"]
+    counts = run_intel(record)["counts"]
+    waste = context_waste(record)["summary"]["context_waste_count"]
     calls = sum(len(s.tool_calls) for s in record.steps if s.role == "agent")
-    scores = intel.quality(record)
+    scores = quality(record)
     unrecovered = max(0, counts["failure"] - counts["recovery"])
     assert scores["reliability"] == round(100 * (1 - unrecovered / calls), 1)
     assert scores["efficiency"] == max(0, 100 - 10 * (waste + counts["loop"]))
@@ -420,7 +423,7 @@ def test_trace_compare_json(records: dict[str, TraceRecord], cli_home: Settings)
     assert result.exit_code == 0, result.output
     body = json.loads(result.output)
     assert (body["status"], body["schema_version"]) == ("ok", "opentraces.trace_compare.v1")
-    expected = json.loads(json.dumps(intel.compare(a, b)))
+    expected = json.loads(json.dumps(compare(a, b)))
     assert {k: body[k] for k in expected} == expected
     assert (body["next_command"], body["next_steps"]) == (None, [])
     plain = compare_cli(a.trace_id, b.trace_id, "--json", "--no-quality")

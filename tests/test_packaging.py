@@ -1,4 +1,5 @@
-"""The shape of the package: what the wheel holds, who may import whom, what the API exports.
+"""The shape of the package: what the wheel holds, who may import whom, what the API exports,
+how large a module may grow.
 
 The wheel test builds and installs a real wheel into a fresh virtual environment, which takes a
 few seconds; it runs in the default test run on purpose, because an install that only works from
@@ -10,11 +11,13 @@ from __future__ import annotations
 import ast
 import importlib.util
 import inspect
+import io
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tokenize
 import tomllib
 import zipfile
 from importlib import metadata
@@ -351,3 +354,44 @@ def test_api_exports_every_public_definition() -> None:
                and (inspect.isfunction(value) or inspect.isclass(value))
                and value.__module__ == api.__name__}
     assert defined - set(api.__all__) == set()
+
+
+# ---------------------------------------------------------------------------------------------
+# (d) module size
+
+#: A module past this many lines of code holds more than one capability; split it along its
+#: seams (as intel became context_waste, run_signals and trace_compare) instead of raising it.
+MAX_MODULE_LOC = 800
+
+_NOT_CODE = frozenset({tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT,
+                       tokenize.DEDENT, tokenize.ENCODING, tokenize.ENDMARKER})
+
+
+def lines_of_code(path: Path) -> int:
+    """The non-blank lines of ``path`` that hold code: a line with only a comment does not count,
+    every non-blank line of a docstring or other string does."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    rows: set[int] = set()
+    for token in tokenize.generate_tokens(io.StringIO(text).readline):
+        if token.type not in _NOT_CODE:
+            rows.update(range(token.start[0], token.end[0] + 1))
+    return sum(1 for row in rows if lines[row - 1].strip())
+
+
+def test_line_counter_skips_blank_and_comment_lines(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text('"""Doc.\n\nMore."""\n\n# a comment\n    # an indented one\n'
+                      'x = 1  # code with a comment\n\n\ndef f() -> str:\n'
+                      '    return """a\n\n    b"""\n', encoding="utf-8")
+    assert lines_of_code(sample) == 6
+
+
+def test_no_module_exceeds_the_size_bound() -> None:
+    """Every .py under opentraces/, projections/ and commands/ has at most MAX_MODULE_LOC lines
+    of code, counted by :func:`lines_of_code` (blank and comment-only lines left out)."""
+    over = {path.relative_to(REPO).as_posix(): count
+            for folder in SOURCE_DIRS for path, _ in modules_in(folder)
+            if (count := lines_of_code(path)) > MAX_MODULE_LOC}
+    assert over == {}, f"over {MAX_MODULE_LOC} lines of code: " + ", ".join(
+        f"{path} ({count})" for path, count in sorted(over.items()))
