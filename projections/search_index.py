@@ -83,8 +83,8 @@ PATHS_PER_CALL = 20
 FLUSH_UNITS = 200_000
 WRITER_LIMIT_MB = 256
 #: Dirty units from which a first build writes half the documents in a second process (its
-#: start-up, ~0.3 s, would cost a small build more than it saves).
-PARALLEL_UNITS = 3000
+#: start-up, ~0.2 s, would cost a smaller build more than it saves).
+PARALLEL_UNITS = 500
 
 #: Attempts of :meth:`SearchIndex.read` at reading indexes that a commit changes meanwhile.
 READ_ATTEMPTS = 3
