@@ -27,6 +27,7 @@ long real sessions in ``shared/corpus/claude-code/``. The default 200 × 200 cor
 (Read results: median ~3 KiB of code; 4.5 % of Bash calls print 20-60 KiB).
 
     python benchmarks/gen_claude_sessions.py OUT --sessions 200 --entries 200 --seed 1
+    python benchmarks/gen_claude_sessions.py OUT --shape edit-heavy      # or subagent-heavy
 """
 
 from __future__ import annotations
@@ -43,6 +44,15 @@ from typing import Any
 VERSION = "2.1.39"
 MODEL = "claude-opus-4-6"
 PROJECTS = 20  # sessions are spread over this many project folders
+#: Corpus shapes. ``default`` is what earlier figures were measured on (byte-identical for a
+#: seed); ``edit-heavy`` makes about twice as many Edit and more Write calls (Trace Trails
+#: patches); ``subagent-heavy`` adds Task calls, each with its sub-agent's transcript in
+#: ``<session>/subagents/agent-<id>.jsonl`` as Claude Code 2.1 writes it.
+SHAPES = ("default", "edit-heavy", "subagent-heavy")
+#: Upper bounds of a draw in [0, 1) for Read, Bash, Edit, Write (the rest is Grep), by shape.
+TOOL_MIX = {"default": (0.26, 0.60, 0.82, 0.90), "edit-heavy": (0.16, 0.36, 0.82, 0.92),
+            "subagent-heavy": (0.26, 0.60, 0.82, 0.90)}
+TASK_SHARE = 0.15  # of the subagent-heavy shape's tool calls
 BASE58 = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz123456789"
 
 # -- vocabulary -------------------------------------------------------------------------------
@@ -313,8 +323,10 @@ def _build_log(rng: random.Random, target: int) -> str:
 
 
 class Session:
-    def __init__(self, index: int, seed: int, entries: int) -> None:
+    def __init__(self, index: int, seed: int, entries: int, shape: str = "default") -> None:
         self.rng = rng = random.Random(f"{seed}:{index}")
+        self.seed, self.shape = seed, shape
+        self.subagents: list[tuple[str, str]] = []  # (file name, text)
         self.entries = entries
         self.index = index
         self.project = index % PROJECTS
@@ -511,6 +523,16 @@ class Session:
             result = {"type": "create", "filePath": inp["file_path"], "content": inp["content"],
                       "structuredPatch": [], "originalFile": None}
             self.track(rel)
+        elif name == "Task":
+            agent = SubAgent(self, len(self.subagents), inp["prompt"], rng.randint(30, 90))
+            text = agent.build()
+            self.subagents.append((f"agent-{agent.agent_id}.jsonl", text))
+            content = _prose(rng, rng.randint(3, 10))
+            result = {"status": "completed", "prompt": inp["prompt"], "agentId": agent.agent_id,
+                      "content": [{"type": "text", "text": content}],
+                      "totalDurationMs": rng.randint(8_000, 400_000),
+                      "totalTokens": rng.randint(5_000, 90_000),
+                      "totalToolUseCount": text.count('"type":"tool_use"')}
         else:  # Grep
             hits = [f for f in self.files if rng.random() < 0.4] or [next(iter(self.files))]
             if inp.get("output_mode") == "content":
@@ -555,15 +577,18 @@ class Session:
 
     def tool_call(self) -> dict[str, Any]:
         rng = self.rng
+        if self.shape == "subagent-heavy" and rng.random() < TASK_SHARE:
+            return self.task_call()
+        read, bash, edit, write = TOOL_MIX[self.shape]
         r = rng.random()
         path = rng.choice(list(self.files))
         abspath = f"{self.cwd}/{path}"
-        if r < 0.26:
+        if r < read:
             return {"type": "tool_use", "id": self.toolu(), "name": "Read",
                     "input": {"file_path": abspath}}
-        if r < 0.60:
+        if r < bash:
             return self.bash_call()
-        if r < 0.82:
+        if r < edit:
             text = self.files[path]
             rows = text.split("\n")
             i = rng.randrange(max(1, len(rows) - 8))
@@ -577,7 +602,7 @@ class Session:
             return {"type": "tool_use", "id": self.toolu(), "name": "Edit",
                     "input": {"replace_all": False, "file_path": abspath, "old_string": old,
                               "new_string": new}}
-        if r < 0.90:
+        if r < write:
             new_path = f"{path.rsplit('/', 1)[0]}/{rng.choice(NOUNS)}_{rng.choice(VERBS)}.py"
             if rng.random() < 0.5:
                 new_path = "tests/test_" + new_path.rsplit("/", 1)[1]
@@ -593,6 +618,15 @@ class Session:
             inp["output_mode"] = "content"
             inp["-n"] = True
         return {"type": "tool_use", "id": self.toolu(), "name": "Grep", "input": inp}
+
+    def task_call(self) -> dict[str, Any]:
+        rng = self.rng
+        prompt = f"{rng.choice(USER_ASKS).split('.')[0]}. " + _prose(rng, rng.randint(2, 5))
+        return {"type": "tool_use", "id": self.toolu(), "name": "Task",
+                "input": {"subagent_type": rng.choice(["general-purpose", "Explore", "Plan"]),
+                          "description": f"{rng.choice(VERBS).capitalize()} the "
+                                         f"{rng.choice(NOUNS)} {rng.choice(NOUNS)}",
+                          "prompt": prompt}}
 
     def bash_call(self) -> dict[str, Any]:
         rng = self.rng
@@ -690,23 +724,58 @@ class Session:
         return "\n".join(self.lines[: self.entries]) + "\n"
 
 
-def session_text(index: int, seed: int, entries: int) -> tuple[str, str]:
-    """(relative path, file text) of session number ``index``."""
-    s = Session(index, seed, entries)
+class SubAgent(Session):
+    """A Task's sub-agent: its own transcript (``isSidechain``, ``agentId``, the parent's
+    ``sessionId``), starting from the Task's prompt, working on a copy of the parent's files."""
+
+    def __init__(self, parent: Session, number: int, prompt: str, entries: int) -> None:
+        super().__init__(parent.index, parent.seed, entries)
+        self.rng = random.Random(f"{parent.seed}:{parent.index}:agent:{number}")
+        self.agent_id = f"a{self.rng.getrandbits(28):07x}"
+        self.session_id, self.cwd, self.branch = parent.session_id, parent.cwd, parent.branch
+        self.files, self.time, self.task = dict(parent.files), parent.time, prompt
+
+    def envelope(self, kind: str, parent: str | None, **rest: Any) -> dict[str, Any]:
+        env = super().envelope(kind, parent, **rest)
+        env["isSidechain"] = True
+        env["agentId"] = self.agent_id
+        return env
+
+    def build(self) -> str:
+        me = self.uuid()
+        self.emit(self.envelope("user", None, message={"role": "user", "content": self.task},
+                                uuid=me, timestamp=self.tick()))
+        self.parent = self.prompt_uuid = me
+        while not self.full:
+            blocks = [self.tool_call() for _ in range(self.rng.choice([1, 1, 2]))]
+            self.response(blocks)
+        return "\n".join(self.lines[: self.entries]) + "\n"
+
+
+def session_files(index: int, seed: int, entries: int, shape: str = "default"
+                  ) -> list[tuple[str, str]]:
+    """(relative path, file text) of session number ``index`` and of its sub-agents."""
+    s = Session(index, seed, entries, shape)
     text = s.build()
-    return f"-home-dev-proj-{s.project}/{s.session_id}.jsonl", text
+    folder = f"-home-dev-proj-{s.project}"
+    return [(f"{folder}/{s.session_id}.jsonl", text),
+            *((f"{folder}/{s.session_id}/subagents/{name}", body) for name, body in s.subagents)]
 
 
-def generate(out_dir: Path, sessions: int, entries: int, seed: int) -> int:
-    """Write ``sessions`` transcripts of ``entries`` lines each under ``out_dir``; total bytes."""
+def generate(out_dir: Path, sessions: int, entries: int, seed: int, shape: str = "default"
+             ) -> int:
+    """Write ``sessions`` transcripts of ``entries`` lines each (plus their sub-agents' for the
+    ``subagent-heavy`` shape) under ``out_dir``; total bytes."""
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; one of {', '.join(SHAPES)}")
     total = 0
     for i in range(sessions):
-        rel, text = session_text(i, seed, entries)
-        path = out_dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = text.encode("utf-8")
-        path.write_bytes(data)
-        total += len(data)
+        for rel, text in session_files(i, seed, entries, shape):
+            path = out_dir / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            data = text.encode("utf-8")
+            path.write_bytes(data)
+            total += len(data)
     return total
 
 
@@ -716,8 +785,9 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--entries", type=int, default=200, help="lines per session file")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--shape", choices=SHAPES, default="default")
     args = parser.parse_args()
-    total = generate(args.out, args.sessions, args.entries, args.seed)
+    total = generate(args.out, args.sessions, args.entries, args.seed, args.shape)
     print(f"wrote {args.sessions} sessions x {args.entries} entries, {total:,} bytes "
           f"({total / 2**20:.1f} MiB) under {args.out}", file=sys.stderr)
 
