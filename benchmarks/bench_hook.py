@@ -88,7 +88,7 @@ def main() -> None:
     payload = realistic_payload()
     hook = time_runs([*argv, "claude-code", "PostToolUse"], args.runs, payload)
     floor = time_runs([sys.executable, "-c", "pass"], args.runs)
-    imports = time_runs([sys.executable, "-c", "import json, opentraces.config"], args.runs)
+    imports = time_runs([sys.executable, "-c", "import json, opentraces.hooks"], args.runs)
     msgspec = time_runs([sys.executable, "-c", "import msgspec, opentraces.config"], args.runs)
     spool = common.BENCH_HOME / ".opentraces" / "spool"
     lines = (spool / "claude-code.jsonl").read_bytes().splitlines()
@@ -110,7 +110,7 @@ into a private cache, as an installed package has it.
 {common.table(["command", "p50", "p95", "min", "max"], [
     row("hook, PostToolUse", hook),
     row("`python -c pass` (interpreter floor)", floor),
-    row("`python -c 'import json, opentraces.config'` (the hook's imports)", imports),
+    row("`python -c 'import json, opentraces.hooks'` (the hook's imports)", imports),
     row("`python -c 'import msgspec, opentraces.config'` (not used)", msgspec),
 ])}
 

@@ -21,17 +21,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from opentraces.errors import ConfigError
+from opentraces.home import home_dir
 
 CONFIG_FILE = "config.json"
-
-
-def home_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """Return the opentraces home: ``$OPENTRACES_HOME`` or ``~/.opentraces``."""
-    env = os.environ if environ is None else environ
-    configured = env.get("OPENTRACES_HOME")
-    if configured:
-        return Path(configured).expanduser()
-    return Path(env.get("HOME") or Path.home()) / ".opentraces"
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from opentraces.config import home_dir
+from opentraces.home import home_dir
 
 try:
     import fcntl
