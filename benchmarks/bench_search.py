@@ -300,7 +300,8 @@ def main() -> None:
 
     body = f"""\
 Build = `search.index_rebuild` (all events read from the log; a document per trace, holding all
-its text, and one per step, written with one whoosh writer per index and committed once); MB/s
+its text, and one per step; a first build writes the later half of the traces' documents in a
+second process, as segments the first commits after its own, once per index); MB/s
 are of the transcript bytes for (a) and of the event text (prompts, agent text, tool results
 before the index's caps) for (b). Synthetic traces: {args.turns} user
 turns of ~3 steps each (1-3 Bash/Read/Edit/Grep calls with results of 0.2-6 KB), appended with
