@@ -502,7 +502,7 @@ def write_part(side: str, index_dir: str, trace_ids: list[str]
     ``documents`` rows."""
     from whoosh import index
 
-    from opentraces.projections.indexing import finish_segment, segment_writer
+    from opentraces.projections.indexing import add_document, finish_segment, segment_writer
 
     conn = sqlite3.connect(f"file:{side}?mode=ro", uri=True)
     try:
@@ -512,8 +512,8 @@ def write_part(side: str, index_dir: str, trace_ids: list[str]
         for trace_id in trace_ids:
             key, step_docs, trace_doc = _render(conn, trace_id)
             for doc in step_docs.values():
-                writers[STEPS].add_document(**doc)
-            writers[TRACES].add_document(**trace_doc)
+                add_document(writers[STEPS], doc)
+            add_document(writers[TRACES], trace_doc)
             counts.append((trace_id, key, 1 + len(step_docs)))
         return {name: [finish_segment(w)] for name, w in writers.items()}, counts
     finally:
@@ -736,9 +736,11 @@ class SearchIndex(SqlProjection):
     def _write(self, conn: sqlite3.Connection, indexes: dict[str, Any],
                dirty: dict[str, set[int]]) -> None:
         from opentraces.projections.indexing import (
+            add_document,
             child_result,
             close_own,
             commit_segments,
+            fast_writer,
             start_child,
         )
 
@@ -747,7 +749,7 @@ class SearchIndex(SqlProjection):
         # Not compound: whoosh3 opens a file inside a compound segment by copying it into
         # memory, which made every query read the whole posting file (~14 ms per file at 10k
         # traces); separate files are opened in place.
-        writers = {name: ix.writer(limitmb=WRITER_LIMIT_MB // 2, compound=False)
+        writers = {name: fast_writer(ix.writer(limitmb=WRITER_LIMIT_MB // 2, compound=False))
                    for name, ix in indexes.items()}
         stored = dict(conn.execute("SELECT trace_id, inherited FROM documents"))
         mine, theirs = sorted(dirty), []
@@ -774,7 +776,7 @@ class SearchIndex(SqlProjection):
                         writer.delete_by_term("trace_id", trace_id)
                     for doc in docs:
                         if whole:
-                            writer.add_document(**doc)
+                            add_document(writer, doc)
                         else:
                             writer.update_document(**doc)
                 counts.append((trace_id, key, 1 + len(step_docs)))

@@ -749,3 +749,44 @@ def test_a_first_build_in_two_processes_equals_one(settings: Settings,
     assert _ids(search.trace_query(settings, "lead_gemini.txt")) == [
         _trace_of(settings, GEMINI_COPY)]
     assert search.trace_query(settings, "file").total >= answers[0][1]
+
+
+def test_the_fast_writer_writes_the_segment_whoosh_writes(corpus, tmp_path: Path) -> None:
+    """Corpus documents added through :func:`add_document` to a :func:`fast_writer`, with a
+    pool small enough to spill to disk, give the same segment files, byte for byte, as
+    whoosh's own writer."""
+    from whoosh import index
+
+    from opentraces.projections.indexing import add_document, fast_writer
+    from opentraces.projections.search_index import _render, schema
+
+    settings, _ = corpus
+    with api.open_workspace(settings, readonly=True) as ws:
+        side = ws.runner().open("search_index").path
+    conn = sqlite3.connect(f"file:{side}?mode=ro", uri=True)
+    docs: list[dict[str, Any]] = []
+    for (trace_id,) in conn.execute("SELECT trace_id FROM documents ORDER BY trace_id"):
+        _, step_docs, trace_doc = _render(conn, trace_id)
+        docs += [*step_docs.values(), trace_doc]
+    conn.close()
+    assert len(docs) > 300
+    written = {}
+    for how in ("whoosh", "fast"):
+        folder = tmp_path / how
+        folder.mkdir()
+        writer = index.create_in(folder, schema()).writer(limitmb=1, compound=False)
+        if how == "fast":
+            writer = fast_writer(writer)
+        for doc in docs:
+            if how == "fast":
+                add_document(writer, doc)
+            else:
+                writer.add_document(**doc)
+        writer.commit()
+        # MAIN_<segment id>.<part>: the segment id is random
+        written[how] = {p.name.split(".", 1)[1]: p.read_bytes() for p in folder.iterdir()
+                        if p.name.startswith("MAIN_") and "." in p.name}
+    assert sorted(written["fast"]) == sorted(written["whoosh"])
+    assert {"pst", "trm", "_stored.col", "_text_len.col"} <= set(written["fast"])
+    for part, data in written["whoosh"].items():
+        assert written["fast"][part] == data, part
