@@ -94,3 +94,28 @@ def bucket_prune(ctx: click.Context, dry_run: bool, min_age: float) -> None:
     emit(ctx, "opentraces.bucket.prune.v1",
          {key: p.hashes, "bytes": p.bytes, "temp_files": p.temp_files, "dry_run": dry_run},
          text=f"{verb} {len(p.hashes)} blobs ({p.bytes} bytes)")
+
+
+@bucket.command("security")
+@click.option("--enable", multiple=True, metavar="TOOL", help="Turn a tool on (repeatable).")
+@click.option("--disable", multiple=True, metavar="TOOL",
+              help="Turn off a tool that is on by default (repeatable; never the floor).")
+@json_option
+@click.pass_context
+def bucket_security(ctx: click.Context, enable: tuple[str, ...],
+                    disable: tuple[str, ...]) -> None:
+    """Show or change the machine-wide security tools every push from this bucket applies.
+
+    Example: opentraces bucket security --enable classifier
+    """
+    from opentraces import api
+
+    r = api.bucket_security(api.settings_from_environment(), enable=list(enable),
+                            disable=list(disable))
+    pending = r.pending
+    emit(ctx, "opentraces.bucket.security.v1", api.to_builtins(r),
+         text=f"security version {r.security_version}\n"
+              f"floor (always on): {', '.join(r.policy['floor'])}\n"
+              f"on: {', '.join(r.policy['enabled'])}\n"
+              f"off by choice: {', '.join(r.policy['disabled']) or 'none'}\n"
+              f"traces not yet sanitized under this version: {pending['traces']}")

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "init": "enroll:init",
     "remove": "enroll:remove",
     "config": "config:config",
+    "security": "security:security",
 }
 
 

@@ -77,13 +77,15 @@ def emit_error(ctx: click.Context, error: OpentracesError | click.UsageError,
     """Render an error (ours or a usage error) and exit with its code."""
     if not isinstance(error, click.UsageError):
         code, message, hint = error.code, error.message, error.hint
-        status = "refused" if error.code == "refused" else "error"
+        status = error.status
         nxt, exit_code = error.next_command, error.exit_code
     else:
         code, message, hint, status, nxt, exit_code = (
             "usage_error", error.format_message(), None, "error", None, 2)
     if json_mode(ctx):
-        body = envelope(schema_version, {}, status=status, next_command=nxt,
+        # some errors carry data the caller acts on (an egress refusal's withheld items)
+        details = getattr(error, "details", None) or {}
+        body = envelope(schema_version, details, status=status, next_command=nxt,
                         error={"code": code, "message": message, "hint": hint})
         click.echo(json.dumps(body, ensure_ascii=False))
     else:

@@ -162,6 +162,14 @@ _LAZY = {**_LAZY_CAPTURE,
              "ctx_diff", "ctx_info", "ctx_list", "ctx_prune", "ctx_reads", "ctx_resolve",
              "ctx_resume", "ctx_show", "ctx_step", "ctx_tree", "ctx_writes",
              "resume_session_file")},
+         # Security tools and the egress gate
+         **{name: ("opentraces.security.policy", name) for name in (
+             "BucketSecurity", "SecurityTools", "ToolDetail", "ToolInfo", "bucket_security",
+             "security_sanitize", "security_tool", "security_tools")},
+         **{name: ("opentraces.egress", name) for name in (
+             "Clearance", "EgressBlocked", "Outgoing", "Released", "Withheld")},
+         "egress_clear": ("opentraces.egress", "clear"),
+         "ToolUnavailable": ("opentraces.security", "ToolUnavailable"),
          # Search (whoosh is imported by the functions that need it)
          **{name: ("opentraces.search", name) for name in (
              "Candidate", "Freshness", "IndexReport", "QueryResult", "SkillUsage",

@@ -11,8 +11,10 @@
     │   ├── StepOutOfRange          step_out_of_range    (opentraces.tracing)
     │   ├── NotARepository          not_a_repository     (opentraces.trail.gitrepo)
     │   ├── CommitNotFound          commit_not_found     (opentraces.trail.gitrepo)
-    │   └── ContextNodeNotFound     context_node_not_found (opentraces.context)
+    │   ├── ContextNodeNotFound     context_node_not_found (opentraces.context)
+    │   └── ToolUnavailable         tool_unavailable     (opentraces.security.base)
     ├── Refused                     refused         2
+    │   └── EgressBlocked           egress_refused       (opentraces.egress)
     ├── StoreError                  store_error     1
     │   ├── StoreUnavailable        store_unavailable
     │   ├── EventDecodeError        event_decode_error
@@ -33,6 +35,8 @@ class OpentracesError(Exception):
 
     code = "error"
     exit_code = 1
+    #: the envelope's ``status``
+    status = "error"
 
     def __init__(self, message: str, *, hint: str | None = None,
                  next_command: str | None = None) -> None:
@@ -66,6 +70,7 @@ class Refused(OpentracesError):
 
     code = "refused"
     exit_code = 2
+    status = "refused"
 
 
 class StoreError(OpentracesError):

@@ -443,7 +443,9 @@ class TrackingModeSet(Event, tag="TrackingModeSet.v1"):
 
 
 class SanitizationRun(Event, tag="SanitizationRun.v1"):
-    """Content was sanitized by a security version; ``trace_id`` names what it covered."""
+    """Content was sanitized by a security version at the egress gate: ``item`` names what
+    (``trace:<id>`` for everything of one trace), ``target`` where it was going, ``families``
+    how many findings of each kind (never the values)."""
 
     kind: ClassVar[str] = "security"
     trace_id: str
@@ -452,6 +454,9 @@ class SanitizationRun(Event, tag="SanitizationRun.v1"):
     findings: int = 0
     redactions: int = 0
     verdict: str = "clean"
+    item: str = ""
+    target: str = ""
+    families: dict[str, int] = {}
 
 
 class EgressRefused(Event, tag="EgressRefused.v1"):

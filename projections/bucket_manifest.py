@@ -159,6 +159,8 @@ class BucketManifest(SqlProjection):
 
     def _sanitized(self, conn: sqlite3.Connection, rec: Recorded) -> None:
         e: ev.SanitizationRun = rec.event  # type: ignore[assignment]
+        if not e.trace_id:  # content of no trace (a dataset row, a piece of text)
+            return
         conn.execute("INSERT OR IGNORE INTO traces (trace_id) VALUES (?)", (e.trace_id,))
         conn.execute("UPDATE traces SET security_version = ?, security_verdict = ? "
                      "WHERE trace_id = ?", (e.security_version, e.verdict, e.trace_id))

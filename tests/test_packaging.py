@@ -121,7 +121,7 @@ def test_wheel_holds_only_the_opentraces_package(wheel: Path) -> None:
     assert top - dist_info == {"opentraces"}, "nothing but opentraces/ at the top of the wheel"
     packages = {name.rsplit("/", 1)[0] for name in names if name.endswith(".py")}
     assert packages == {"opentraces", "opentraces/capture", "opentraces/projections",
-                        "opentraces/commands", "opentraces/trail"}
+                        "opentraces/commands", "opentraces/security", "opentraces/trail"}
     (info,) = dist_info
     assert zipfile.ZipFile(wheel).read(f"{info}/top_level.txt").decode().split() == ["opentraces"]
 

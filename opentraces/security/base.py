@@ -11,6 +11,8 @@ from typing import Any, ClassVar, NamedTuple
 
 import msgspec
 
+from opentraces.errors import UsageError
+
 #: A string to look at: (field path such as ``steps[3].tool_input.command``, its text).
 Item = tuple[str, str]
 
@@ -80,9 +82,13 @@ class Tool:
         return [self.scan(path, text) for path, text in items]
 
 
-class ToolUnavailable(Exception):
-    """Raised by a tool asked to run where it cannot; the pipeline reports it, never skips."""
+class ToolUnavailable(UsageError):
+    """A tool was asked to run where it cannot: reported, never skipped."""
+
+    code = "tool_unavailable"
 
     def __init__(self, tool: str, reason: str, setup_command: str | None) -> None:
-        super().__init__(f"security tool {tool!r} is unavailable: {reason}")
+        super().__init__(f"security tool {tool!r} is unavailable: {reason}",
+                         hint=f"Run `{setup_command}`" if setup_command else None,
+                         next_command=setup_command)
         self.tool, self.reason, self.setup_command = tool, reason, setup_command

@@ -8,9 +8,12 @@ A bundle is a folder::
     blobs/<hash>      the content of every blob those events reference (uncompressed)
 
 Invariants:
-- Export only reads the store and writes only into the bundle folder, which must be empty and
-  not inside a git repository. Raw transcript blobs (``SourceSegmentRead.raw``) stay behind
-  unless asked for; the manifest lists every omitted blob and why.
+- Export writes only into the bundle folder, which must be empty and not inside a git
+  repository, and everything it writes has passed the egress gate (:mod:`opentraces.egress`):
+  events and blobs are sanitized (a sanitized blob gets the hash of its new content, and the
+  events point at it), and the store records the sanitization. Raw transcript blobs
+  (``SourceSegmentRead.raw``) stay behind unless asked for, and ``local_only`` blobs always;
+  the manifest lists every omitted blob and why.
 - Open verifies every hash before it writes anything and refuses a bundle that does not match
   its manifest. The trace's events are written at their versions (a second open writes
   nothing: :meth:`EventLog.write` skips identical events); repo events are appended to this
@@ -30,6 +33,14 @@ import msgspec
 from opentraces import __version__
 from opentraces import events as ev
 from opentraces.blobs import blob_refs
+from opentraces.egress import (
+    EgressBlocked,
+    Outgoing,
+    clear,
+    event_from_record,
+    event_record,
+    verify,
+)
 from opentraces.errors import Refused
 from opentraces.store import decode_event, encode_event
 from opentraces.trail.gitrepo import find_repo_root
@@ -56,7 +67,7 @@ class BundleEvent(msgspec.Struct, frozen=True, array_like=True):
 class OmittedBlob(msgspec.Struct, frozen=True):
     hash: str
     size: int
-    reason: str  # raw_transcript | missing
+    reason: str  # raw_transcript | local_only | missing | binary_content
 
 
 class TeleportExport(msgspec.Struct, frozen=True):
@@ -67,6 +78,8 @@ class TeleportExport(msgspec.Struct, frozen=True):
     blobs: int
     blob_bytes: int
     omitted_blobs: list[OmittedBlob]
+    security_version: str = ""
+    findings: int = 0
 
 
 class TeleportOpen(msgspec.Struct, frozen=True):
@@ -94,6 +107,8 @@ def teleport_export(target: Any, trace: str, output_dir: Path, *,
     Raises:
         TraceNotFound, AmbiguousTrace: ``trace`` names no trace, or several.
         Refused: ``output_dir`` is not empty or lies inside a git repository.
+        EgressBlocked: the gate withholds something (e.g. a blob that is not text); nothing
+            is written.
     """
     from opentraces.workspace import open_workspace
 
@@ -103,7 +118,7 @@ def teleport_export(target: Any, trace: str, output_dir: Path, *,
     if find_repo_root(out) is not None:
         raise Refused(f"{out} is inside a git repository; bundles are never written into one",
                       hint="Give a folder outside any repository.")
-    with open_workspace(target, readonly=True) as ws:
+    with open_workspace(target) as ws:
         trace_id = resolve_trace(ws, trace)
         records = list(ws.log.read(ev.stream("trace", trace_id)))
         patches = {r.event.patch_id for r in records if isinstance(r.event, ev.PatchRecorded)}
@@ -112,29 +127,83 @@ def teleport_export(target: Any, trace: str, output_dir: Path, *,
                         if isinstance(rec.event, ev.AnchorRecorded | ev.SurvivalObserved)
                         and rec.event.patch_id in patches]
         repo_records.sort(key=lambda r: r.position or 0)
-        wanted, omitted = _blobs(ws.blobs, [*records, *repo_records], include_raw)
-        contents = {h: ws.blobs.get(h) for h in wanted}
+        everything = [*records, *repo_records]
+        wanted, omitted = _blobs(ws.blobs, everything, include_raw)
+        raw = {ref.hash for r in everything if isinstance(r.event, ev.SourceSegmentRead)
+               for ref in blob_refs(r.event)}
+        outgoing = [Outgoing(f"blob:{h}", ws.blobs.get(h), "raw" if h in raw else "blob",
+                             trace_id) for h in wanted]
+        outgoing += [Outgoing(f"event:{r.originator_id}@{r.originator_version}",
+                              event_record(r.event), "record", trace_id) for r in everything]
+        # a blob the gate keeps back is left out like a raw one; an event kept back stops it
+        cleared = clear(ws, f"teleport:{out}", outgoing, include_raw=include_raw, partial=True)
+    kept_events = [w for w in cleared.withheld if w.item.startswith("event:")]
+    if kept_events:
+        raise EgressBlocked(f"{len(kept_events)} events of trace {trace_id} may not leave; "
+                            "nothing was written", kept_events)
+    sizes = {o.item: len(o.content) for o in outgoing if isinstance(o.content, bytes)}
+    for w in cleared.withheld:
+        digest = w.item.removeprefix("blob:")
+        omitted.append(OmittedBlob(digest, sizes[w.item], w.reason))
+        wanted.remove(digest)
+    omitted.sort(key=lambda o: o.hash)
+    released = {r.item: r for r in cleared.released}
+    for r in cleared.released:
+        verify(f"teleport:{out}", r)
+    contents: dict[str, bytes] = {}
+    moved: dict[str, tuple[str, int]] = {}
+    for old in wanted:
+        data = released[f"blob:{old}"].content
+        moved[old] = (_hash(data), len(data))
+        contents[moved[old][0]] = data
+    sanitized = [(r, _moved_refs(event_from_record(
+        r.event, released[f"event:{r.originator_id}@{r.originator_version}"].content), moved))
+        for r in everything]
     out.mkdir(parents=True, exist_ok=True)
     (out / BLOBS).mkdir()
     files: dict[str, str] = {}
     for digest, data in sorted(contents.items()):
         (out / BLOBS / digest).write_bytes(data)
     events = msgspec.msgpack.encode([
-        BundleEvent(r.stream, r.version, ev.topic_of(r.event), encode_event(r.event))
-        for r in [*records, *repo_records]])
+        BundleEvent(r.stream, r.version, ev.topic_of(e), encode_event(e)) for r, e in sanitized])
     (out / EVENTS).write_bytes(events)
     files[EVENTS] = _hash(events)
+    findings = sum(r.findings for r in cleared.released)
     manifest = {
         "format": FORMAT, "opentraces_version": __version__, "trace_id": trace_id,
         "trace_events": len(records), "repo_events": len(repo_records), "files": files,
         "blobs": [{"hash": h, "size": len(contents[h])} for h in sorted(contents)],
-        "omitted_blobs": msgspec.to_builtins(omitted)}
+        "omitted_blobs": msgspec.to_builtins(omitted),
+        "security": {"security_version": cleared.security_version,
+                     "tools_applied": cleared.released[0].tools_applied if cleared.released
+                     else [], "findings": findings}}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
                                 encoding="utf-8")
     return TeleportExport(trace_id=trace_id, output=str(out), trace_events=len(records),
                           repo_events=len(repo_records), blobs=len(contents),
                           blob_bytes=sum(len(d) for d in contents.values()),
-                          omitted_blobs=omitted)
+                          omitted_blobs=omitted, security_version=cleared.security_version,
+                          findings=findings)
+
+
+def _moved_refs(value: Any, moved: dict[str, tuple[str, int]]) -> Any:
+    """``value`` with each blob reference pointing at the blob's sanitized content."""
+    if isinstance(value, ev.BlobRef):
+        if value.hash not in moved:
+            return value
+        digest, size = moved[value.hash]
+        return msgspec.structs.replace(value, hash=digest, size=size)
+    if isinstance(value, msgspec.Struct):
+        changes = {f: new for f in value.__struct_fields__
+                   if (new := _moved_refs(old := getattr(value, f), moved)) is not old}
+        return msgspec.structs.replace(value, **changes) if changes else value
+    if isinstance(value, list):
+        items = [_moved_refs(v, moved) for v in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    if isinstance(value, dict):
+        moved_items = {k: _moved_refs(v, moved) for k, v in value.items()}
+        return moved_items if any(moved_items[k] is not v for k, v in value.items()) else value
+    return value
 
 
 def _blobs(blobs: Any, records: list[ev.Recorded], include_raw: bool
@@ -146,6 +215,8 @@ def _blobs(blobs: Any, records: list[ev.Recorded], include_raw: bool
         for ref in blob_refs(rec.event):
             if raw and not include_raw:
                 omitted.setdefault(ref.hash, OmittedBlob(ref.hash, ref.size, "raw_transcript"))
+            elif ref.local_only:
+                omitted.setdefault(ref.hash, OmittedBlob(ref.hash, ref.size, "local_only"))
             elif blobs.has(ref.hash):
                 wanted[ref.hash] = None
             else:
