@@ -92,3 +92,34 @@ def setup_git(ctx: click.Context, repo: Path | None, dry_run: bool, remove: bool
     import. A post-commit hook you already have keeps running first; --remove puts it back.
     """
     run_setup(ctx, "git", dry_run, remove, repo)
+
+
+def run_tool_status(ctx: click.Context, tool: str) -> None:
+    from opentraces import api
+
+    status = api.security_tool_status(api.settings_from_environment(), tool)
+    if status["available"]:
+        text = f"{tool}: available at {status['path']}"
+    else:
+        text = f"{tool}: not found. To get it: {status['install_hint']}"
+    emit(ctx, "opentraces.setup.tool.v1", status, text=text,
+         next_command=None if status["available"] else "opentraces security tools list")
+
+
+@setup.command("gitleaks")
+@json_option
+@click.pass_context
+def setup_gitleaks(ctx: click.Context) -> None:
+    """Show whether gitleaks can run here and how to get it (nothing is downloaded)."""
+    run_tool_status(ctx, "gitleaks")
+
+
+@setup.command("trufflehog")
+@json_option
+@click.pass_context
+def setup_trufflehog(ctx: click.Context) -> None:
+    """Show whether TruffleHog v3 can run here and how to get it (nothing is downloaded).
+
+    opentraces runs it with verification off, so no secret is sent to its provider.
+    """
+    run_tool_status(ctx, "trufflehog")

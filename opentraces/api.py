@@ -170,6 +170,7 @@ _LAZY = {**_LAZY_CAPTURE,
              "Clearance", "EgressBlocked", "Outgoing", "Released", "Withheld")},
          "egress_clear": ("opentraces.egress", "clear"),
          "ToolUnavailable": ("opentraces.security", "ToolUnavailable"),
+         "security_tool_status": ("opentraces.security.external", "tool_status"),
          # Search (whoosh is imported by the functions that need it)
          **{name: ("opentraces.search", name) for name in (
              "Candidate", "Freshness", "IndexReport", "QueryResult", "SkillUsage",

@@ -189,7 +189,10 @@ def sanitize(value: Any, tools: list[Tool], *, kind: str = "record") -> Sanitize
     for (path, text), found in zip(items, matches, strict=True):
         if not found:
             continue
-        unique = sorted(set(found), key=lambda tm: (tm[1].start, -tm[1].end, tm[0]))
+        # on equal spans the registry's order decides: the specific tool's replacement wins
+        order = {n: i for i, n in enumerate(TOOLS)}
+        unique = sorted(set(found), key=lambda tm: (tm[1].start, -tm[1].end,
+                                                    order.get(tm[0], len(order)), tm[0]))
         for name, m in unique:
             findings.append(Finding(name, m.rule_id, m.family, path, (m.start, m.end),
                                     "flagged" if m.replacement is None else "redacted"))

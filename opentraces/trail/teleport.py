@@ -12,8 +12,8 @@ Invariants:
   repository, and everything it writes has passed the egress gate (:mod:`opentraces.egress`):
   events and blobs are sanitized (a sanitized blob gets the hash of its new content, and the
   events point at it), and the store records the sanitization. Raw transcript blobs
-  (``SourceSegmentRead.raw``) stay behind unless asked for, and ``local_only`` blobs always;
-  the manifest lists every omitted blob and why.
+  (``SourceSegmentRead.raw``) stay behind unless asked for, and blobs that are not text
+  always; the manifest lists every omitted blob and why.
 - Open verifies every hash before it writes anything and refuses a bundle that does not match
   its manifest. The trace's events are written at their versions (a second open writes
   nothing: :meth:`EventLog.write` skips identical events); repo events are appended to this
@@ -67,7 +67,7 @@ class BundleEvent(msgspec.Struct, frozen=True, array_like=True):
 class OmittedBlob(msgspec.Struct, frozen=True):
     hash: str
     size: int
-    reason: str  # raw_transcript | local_only | missing | binary_content
+    reason: str  # raw_transcript | missing | binary_content
 
 
 class TeleportExport(msgspec.Struct, frozen=True):
@@ -200,8 +200,13 @@ def _moved_refs(value: Any, moved: dict[str, tuple[str, int]]) -> Any:
     if isinstance(value, list):
         items = [_moved_refs(v, moved) for v in value]
         return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
-    if isinstance(value, dict):
-        moved_items = {k: _moved_refs(v, moved) for k, v in value.items()}
+    if isinstance(value, dict):  # the free-form forms blob_refs knows
+        if value.get("hash") in moved and isinstance(value.get("size"), int):
+            digest, size = moved[value["hash"]]
+            return {**value, "hash": digest, "size": size}
+        moved_items = {k: moved[v][0] if isinstance(k, str) and (k == "blob" or k.endswith(
+            "_blob")) and isinstance(v, str) and v in moved else _moved_refs(v, moved)
+            for k, v in value.items()}
         return moved_items if any(moved_items[k] is not v for k, v in value.items()) else value
     return value
 
@@ -215,8 +220,6 @@ def _blobs(blobs: Any, records: list[ev.Recorded], include_raw: bool
         for ref in blob_refs(rec.event):
             if raw and not include_raw:
                 omitted.setdefault(ref.hash, OmittedBlob(ref.hash, ref.size, "raw_transcript"))
-            elif ref.local_only:
-                omitted.setdefault(ref.hash, OmittedBlob(ref.hash, ref.size, "local_only"))
             elif blobs.has(ref.hash):
                 wanted[ref.hash] = None
             else:
