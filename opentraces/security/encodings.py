@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from bisect import bisect_right
 from collections.abc import Callable
 
 Span = Callable[[int, int], tuple[int, int]]
@@ -50,29 +51,42 @@ def _unpercent(token: str) -> str:
 
 def _mapped(text: str, pattern: re.Pattern[str], decode: Callable[[str], str]
             ) -> tuple[str, Span]:
-    """``text`` with each match of ``pattern`` decoded; ``starts[i]``/``ends[i]`` are the
-    original offsets of decoded character ``i``."""
+    """``text`` with each match of ``pattern`` decoded, and the span map back. Offsets are
+    kept per piece (a run of plain text or one decoded token), not per character, so a
+    10 MB string costs a list of its escapes, not of its characters."""
     parts: list[str] = []
-    starts: list[int] = []
-    ends: list[int] = []
-    pos = 0
+    starts: list[int] = []  # decoded offset where each piece starts
+    pieces: list[tuple[int, int, bool]] = []  # (original start, original length, decoded?)
+    pos = decoded_len = 0
     for m in pattern.finditer(text):
-        parts.append(text[pos:m.start()])
-        starts += range(pos, m.start())
-        ends += range(pos + 1, m.start() + 1)
+        if m.start() > pos:
+            starts.append(decoded_len)
+            pieces.append((pos, m.start() - pos, False))
+            parts.append(text[pos:m.start()])
+            decoded_len += m.start() - pos
         decoded = decode(m.group())
+        starts.append(decoded_len)
+        pieces.append((m.start(), m.end() - m.start(), True))
         parts.append(decoded)
-        starts += [m.start()] * len(decoded)
-        ends += [m.end()] * len(decoded)
+        decoded_len += len(decoded)
         pos = m.end()
-    parts.append(text[pos:])
-    starts += range(pos, len(text))
-    ends += range(pos + 1, len(text) + 1)
+    if pos < len(text):
+        starts.append(decoded_len)
+        pieces.append((pos, len(text) - pos, False))
+        parts.append(text[pos:])
+        decoded_len += len(text) - pos
+
+    def at(offset: int, end: bool) -> int:
+        i = bisect_right(starts, offset) - 1
+        origin, length, token = pieces[i]
+        if token:
+            return origin + length if end else origin
+        return origin + offset - starts[i] + end
 
     def to_original(start: int, end: int) -> tuple[int, int]:
-        if start >= len(starts):
+        if start >= decoded_len:
             return len(text), len(text)
-        return starts[start], ends[max(start, min(end, len(ends)) - 1)]
+        return at(start, False), at(max(start, min(end, decoded_len) - 1), True)
     return "".join(parts), to_original
 
 
