@@ -21,8 +21,8 @@ class CapsuleScope(Tool):
                      "keeps out of anything that leaves")]
 
     def scan(self, path: str, text: str) -> list[Match]:
-        patterns = self.options.get("fields", [])
-        plain = path.removesuffix("#key")
-        if text and any(fnmatchcase(plain, p) for p in patterns):
+        # "[*]" is any list index here, not fnmatch's character class of "*"
+        patterns = [p.replace("[*]", "[[]*[]]") for p in self.options.get("fields", [])]
+        if text and not path.endswith("#key") and any(fnmatchcase(path, p) for p in patterns):
             return [Match(0, len(text), "capsule.field", "configured_field", "")]
         return []
