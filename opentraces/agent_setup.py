@@ -139,7 +139,7 @@ def setup_agent(agent: str, home: Path, *, dry_run: bool = False, remove: bool =
     if content is None:
         path.unlink()
     else:
-        _write_atomic(path, content)
+        write_atomic(path, content)
     return SetupReport(agent, str(path), True, str(backup) if backup else None, actions,
                        dry_run, remove)
 
@@ -360,7 +360,7 @@ def _mode(path: Path) -> int:
         return 0o600
 
 
-def _write_atomic(path: Path, content: bytes) -> None:
+def write_atomic(path: Path, content: bytes) -> None:
     """Replace the file's content via temp + fsync + rename, in the file's real folder."""
     real = path.resolve() if path.is_symlink() else path
     real.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import blake3
 import msgspec
@@ -330,7 +331,8 @@ def fsync_dir(directory: Path) -> None:
 
 
 def blob_refs(value: object) -> Iterator[BlobRef]:
-    """Every blob reference inside an event. Prune and verify trust this to find them all:
+    """Every blob reference inside an event. Prune and verify trust this to find them all
+    (and :func:`replace_blob_refs` rewrites the same forms):
 
     - :class:`BlobRef` fields, in nested structs and lists;
     - inside free-form dicts (``detail``, ``data``): a ``msgspec.to_builtins(ref)`` dict, or a
@@ -354,6 +356,36 @@ def blob_refs(value: object) -> Iterator[BlobRef]:
                 yield BlobRef(hash=item, size=0)
             else:
                 yield from blob_refs(item)
+
+
+def replace_blob_refs(value: Any, moved: dict[str, tuple[str, int]]) -> Any:
+    """``value`` (an event, or part of one) with every reference :func:`blob_refs` finds to
+    a hash in ``moved`` pointing at its new (hash, size); what holds none is returned as is."""
+    if isinstance(value, BlobRef):
+        if value.hash not in moved:
+            return value
+        digest, size = moved[value.hash]
+        return msgspec.structs.replace(value, hash=digest, size=size)
+    if isinstance(value, msgspec.Struct):
+        changes = {f: new for f in value.__struct_fields__
+                   if (new := replace_blob_refs(old := getattr(value, f), moved)) is not old}
+        return msgspec.structs.replace(value, **changes) if changes else value
+    if isinstance(value, list | tuple):
+        items = [replace_blob_refs(v, moved) for v in value]
+        if all(a is b for a, b in zip(items, value, strict=True)):
+            return value
+        return type(value)(items) if isinstance(value, tuple) else items
+    if isinstance(value, dict):
+        if _is_hash(value.get("hash")) and isinstance(value.get("size"), int):
+            if value["hash"] not in moved:
+                return value
+            digest, size = moved[value["hash"]]
+            return {**value, "hash": digest, "size": size}
+        items = {k: moved[v][0] if isinstance(k, str) and (k == "blob" or k.endswith("_blob"))
+                 and _is_hash(v) and v in moved else replace_blob_refs(v, moved)
+                 for k, v in value.items()}
+        return items if any(items[k] is not v for k, v in value.items()) else value
+    return value
 
 
 def _is_hash(value: object) -> bool:

@@ -18,6 +18,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from opentraces.errors import ConfigError
@@ -114,17 +115,24 @@ def settings_from_environment(environ: Mapping[str, str] | None = None) -> Setti
     return load_settings(home_dir(env), env.get("OPENTRACES_STORE_URL") or None, user_home)
 
 
-def _store_from_file(path: Path, home: Path) -> StoreConfig:
-    default = StoreConfig(sqlite_path=home / "bucket" / "events.sqlite")
+def read_config_file(path: Path) -> Any:
+    """The decoded config file, or None when there is none."""
     try:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return default
+        return None
     try:
-        data = json.loads(raw)
+        return json.loads(raw)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}:{e.lineno}: invalid JSON ({e.msg})",
                           hint="Fix or remove the file; opentraces recreates nothing in it.") from e
+
+
+def _store_from_file(path: Path, home: Path) -> StoreConfig:
+    default = StoreConfig(sqlite_path=home / "bucket" / "events.sqlite")
+    data = read_config_file(path)
+    if data is None:
+        return default
     store = data.get("store", {}) if isinstance(data, dict) else {}
     backend = store.get("backend", "sqlite")
     if backend == "sqlite":

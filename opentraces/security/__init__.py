@@ -31,7 +31,7 @@ from opentraces.security.encodings import decoded_views
 
 __all__ = ["FLOOR", "SECURITY_VERSION", "TOOLS", "Context", "Finding", "Match", "Rule",
            "Sanitized", "Tool", "ToolUnavailable", "context_for", "load_tools", "placeholder",
-           "sanitize", "tool_class"]
+           "record_only", "sanitize", "tool_class"]
 
 SECURITY_VERSION = "sec-1"
 
@@ -53,6 +53,7 @@ TOOLS: dict[str, str] = {
 }
 
 KEY_FILE = "security/install.key"
+_ORDER = {name: i for i, name in enumerate(TOOLS)}
 
 
 class Finding(msgspec.Struct, frozen=True):
@@ -166,10 +167,8 @@ def sanitize(value: Any, tools: list[Tool], *, kind: str = "record") -> Sanitize
 
     Tools of ``record`` scope are refused on rows (their findings need the whole record).
     """
-    if kind == "row":
-        wrong = [t.name for t in tools if t.scope != "row"]
-        if wrong:
-            raise UsageError(f"{', '.join(wrong)} run on whole records, not on dataset rows")
+    if kind == "row" and (wrong := record_only(tools)):
+        raise UsageError(f"{', '.join(wrong)} run on whole records, not on dataset rows")
     items = list(_strings(value, "text" if isinstance(value, str) else ""))
     matches: list[list[tuple[str, Match]]] = [[] for _ in items]
     views, owners = _views(items)
@@ -190,9 +189,8 @@ def sanitize(value: Any, tools: list[Tool], *, kind: str = "record") -> Sanitize
         if not found:
             continue
         # on equal spans the registry's order decides: the specific tool's replacement wins
-        order = {n: i for i, n in enumerate(TOOLS)}
         unique = sorted(set(found), key=lambda tm: (tm[1].start, -tm[1].end,
-                                                    order.get(tm[0], len(order)), tm[0]))
+                                                    _ORDER.get(tm[0], len(_ORDER)), tm[0]))
         for name, m in unique:
             findings.append(Finding(name, m.rule_id, m.family, path, (m.start, m.end),
                                     "flagged" if m.replacement is None else "redacted"))
@@ -201,6 +199,11 @@ def sanitize(value: Any, tools: list[Tool], *, kind: str = "record") -> Sanitize
             replaced[path] = _apply(text, edits)
     output = _rebuild(value, "text" if isinstance(value, str) else "", replaced)
     return Sanitized(kind, output, findings, [t.name for t in tools])
+
+
+def record_only(tools: list[Tool]) -> list[str]:
+    """The names of ``tools`` that need whole records (not usable on dataset rows)."""
+    return [t.name for t in tools if t.scope != "row"]
 
 
 def _views(items: list[Item]) -> tuple[list[Item], list[tuple[int, Any]]]:

@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import msgspec
 
-from opentraces.security import Sanitized, Tool, sanitize
+from opentraces.security import Sanitized, Tool, record_only, sanitize
 
 #: Longest line read (bytes); a longer one is skipped, in chunks, and reported.
 MAX_LINE = 32 * 1024 * 1024
@@ -62,7 +62,7 @@ def sanitize_stream(stream: IO[bytes], tools: list[Tool]) -> Iterator[LineResult
         except _BadLine as e:
             yield LineResult(number, error=LineError(e.code, str(e)))
             continue
-        if kind == "row" and (wrong := [t.name for t in tools if t.scope != "row"]):
+        if kind == "row" and (wrong := record_only(tools)):
             yield LineResult(number, error=LineError("wrong_scope", (
                 f"line {number}: {', '.join(wrong)} run on whole records, not on rows")))
             continue

@@ -13,15 +13,23 @@ file and replaces it atomically.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from opentraces.config import CONFIG_FILE
+from opentraces.agent_setup import write_atomic
+from opentraces.config import CONFIG_FILE, read_config_file
 from opentraces.errors import ConfigError, Refused
-from opentraces.security import FLOOR, SECURITY_VERSION, TOOLS, Context, context_for, tool_class
+from opentraces.security import (
+    FLOOR,
+    SECURITY_VERSION,
+    TOOLS,
+    Context,
+    Tool,
+    context_for,
+    tool_class,
+)
 
 
 class Policy(msgspec.Struct, frozen=True):
@@ -51,12 +59,9 @@ class ToolInfo(msgspec.Struct, frozen=True):
 
 def _read(home: Path) -> dict[str, Any]:
     path = home / CONFIG_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    data = read_config_file(path)
+    if data is None:
         return {}
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the file must hold a JSON object")
     return data
@@ -98,15 +103,8 @@ def set_tools(home: Path, enable: list[str], disable: list[str]) -> Policy:
     table = dict(data.get("security", {}))
     table.update(enabled=enabled, disabled=disabled)
     data["security"] = table
-    path = home / CONFIG_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}")
-    with open(temp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temp, path)
+    write_atomic(home / CONFIG_FILE,
+                 (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     return load_policy(home)
 
 
@@ -116,18 +114,19 @@ def context(home: Path, user_home: Path | None) -> Context:
     return context_for(home, user_home, policy.options, extra)
 
 
-def tool_infos(home: Path, user_home: Path | None) -> list[ToolInfo]:
+def _info(tool: Tool, active: set[str]) -> ToolInfo:
+    reason = tool.unavailable()
+    return ToolInfo(tool.name, tool.kind, tool.scope, reason is None, tool.name in active,
+                    tool.default_enabled or tool.name in FLOOR, tool.setup_command,
+                    tool.description, reason)
+
+
+def tool_infos(home: Path) -> list[ToolInfo]:
+    """Every tool as configured. Describing a tool needs only its options, so listing makes
+    no install key: a read command writes nothing."""
     policy = load_policy(home)
-    ctx = context(home, user_home)
-    active = set(policy.active())
-    infos = []
-    for name in TOOLS:
-        tool = tool_class(name)(ctx)
-        reason = tool.unavailable()
-        infos.append(ToolInfo(name, tool.kind, tool.scope, reason is None, name in active,
-                              tool.default_enabled or name in FLOOR, tool.setup_command,
-                              tool.description, reason))
-    return infos
+    ctx, active = Context(options=policy.options), set(policy.active())
+    return [_info(tool_class(name)(ctx), active) for name in TOOLS]
 
 
 class SecurityTools(msgspec.Struct, frozen=True):
@@ -148,16 +147,15 @@ class BucketSecurity(msgspec.Struct, frozen=True):
 
 def security_tools(settings: Any) -> SecurityTools:
     """Every tool: kind, scope, whether it can run here and whether the policy turns it on."""
-    return SecurityTools(SECURITY_VERSION, tool_infos(settings.home, settings.user_home))
+    return SecurityTools(SECURITY_VERSION, tool_infos(settings.home))
 
 
 def security_tool(settings: Any, name: str) -> ToolDetail:
     """One tool and its rules."""
-    tool_class(name)
-    info = next(i for i in tool_infos(settings.home, settings.user_home) if i.name == name)
-    rules = tool_class(name)(context(settings.home, settings.user_home)).rules()
-    return ToolDetail(SECURITY_VERSION, {**msgspec.to_builtins(info),
-                                         "rules": msgspec.to_builtins(rules)})
+    policy = load_policy(settings.home)
+    tool = tool_class(name)(Context(options=policy.options))
+    return ToolDetail(SECURITY_VERSION, {**msgspec.to_builtins(_info(tool, set(policy.active()))),
+                                         "rules": msgspec.to_builtins(tool.rules())})
 
 
 def security_sanitize(settings: Any, stream: Any, *, tools: list[str] | None = None,

@@ -32,7 +32,7 @@ import msgspec
 
 from opentraces import __version__
 from opentraces import events as ev
-from opentraces.blobs import blob_refs
+from opentraces.blobs import blob_refs, replace_blob_refs
 from opentraces.egress import (
     EgressBlocked,
     Outgoing,
@@ -129,10 +129,8 @@ def teleport_export(target: Any, trace: str, output_dir: Path, *,
         repo_records.sort(key=lambda r: r.position or 0)
         everything = [*records, *repo_records]
         wanted, omitted = _blobs(ws.blobs, everything, include_raw)
-        raw = {ref.hash for r in everything if isinstance(r.event, ev.SourceSegmentRead)
-               for ref in blob_refs(r.event)}
-        outgoing = [Outgoing(f"blob:{h}", ws.blobs.get(h), "raw" if h in raw else "blob",
-                             trace_id) for h in wanted]
+        outgoing = [Outgoing(f"blob:{h}", ws.blobs.get(h), kind, trace_id)
+                    for h, kind in wanted.items()]
         outgoing += [Outgoing(f"event:{r.originator_id}@{r.originator_version}",
                               event_record(r.event), "record", trace_id) for r in everything]
         # a blob the gate keeps back is left out like a raw one; an event kept back stops it
@@ -145,7 +143,7 @@ def teleport_export(target: Any, trace: str, output_dir: Path, *,
     for w in cleared.withheld:
         digest = w.item.removeprefix("blob:")
         omitted.append(OmittedBlob(digest, sizes[w.item], w.reason))
-        wanted.remove(digest)
+        del wanted[digest]
     omitted.sort(key=lambda o: o.hash)
     released = {r.item: r for r in cleared.released}
     for r in cleared.released:
@@ -156,7 +154,7 @@ def teleport_export(target: Any, trace: str, output_dir: Path, *,
         data = released[f"blob:{old}"].content
         moved[old] = (_hash(data), len(data))
         contents[moved[old][0]] = data
-    sanitized = [(r, _moved_refs(event_from_record(
+    sanitized = [(r, replace_blob_refs(event_from_record(
         r.event, released[f"event:{r.originator_id}@{r.originator_version}"].content), moved))
         for r in everything]
     out.mkdir(parents=True, exist_ok=True)
@@ -186,34 +184,11 @@ def teleport_export(target: Any, trace: str, output_dir: Path, *,
                           findings=findings)
 
 
-def _moved_refs(value: Any, moved: dict[str, tuple[str, int]]) -> Any:
-    """``value`` with each blob reference pointing at the blob's sanitized content."""
-    if isinstance(value, ev.BlobRef):
-        if value.hash not in moved:
-            return value
-        digest, size = moved[value.hash]
-        return msgspec.structs.replace(value, hash=digest, size=size)
-    if isinstance(value, msgspec.Struct):
-        changes = {f: new for f in value.__struct_fields__
-                   if (new := _moved_refs(old := getattr(value, f), moved)) is not old}
-        return msgspec.structs.replace(value, **changes) if changes else value
-    if isinstance(value, list):
-        items = [_moved_refs(v, moved) for v in value]
-        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
-    if isinstance(value, dict):  # the free-form forms blob_refs knows
-        if value.get("hash") in moved and isinstance(value.get("size"), int):
-            digest, size = moved[value["hash"]]
-            return {**value, "hash": digest, "size": size}
-        moved_items = {k: moved[v][0] if isinstance(k, str) and (k == "blob" or k.endswith(
-            "_blob")) and isinstance(v, str) and v in moved else _moved_refs(v, moved)
-            for k, v in value.items()}
-        return moved_items if any(moved_items[k] is not v for k, v in value.items()) else value
-    return value
-
-
 def _blobs(blobs: Any, records: list[ev.Recorded], include_raw: bool
-           ) -> tuple[list[str], list[OmittedBlob]]:
-    wanted: dict[str, None] = {}
+           ) -> tuple[dict[str, str], list[OmittedBlob]]:
+    """The blobs to send, by hash, with their kind for the gate (``raw``: a transcript's own
+    bytes; ``blob``), and the ones left behind."""
+    wanted: dict[str, str] = {}
     omitted: dict[str, OmittedBlob] = {}
     for rec in records:
         raw = isinstance(rec.event, ev.SourceSegmentRead)
@@ -221,10 +196,13 @@ def _blobs(blobs: Any, records: list[ev.Recorded], include_raw: bool
             if raw and not include_raw:
                 omitted.setdefault(ref.hash, OmittedBlob(ref.hash, ref.size, "raw_transcript"))
             elif blobs.has(ref.hash):
-                wanted[ref.hash] = None
+                if raw:
+                    wanted[ref.hash] = "raw"
+                else:
+                    wanted.setdefault(ref.hash, "blob")
             else:
                 omitted.setdefault(ref.hash, OmittedBlob(ref.hash, ref.size, "missing"))
-    return sorted(wanted), sorted(omitted.values(), key=lambda o: o.hash)
+    return dict(sorted(wanted.items())), sorted(omitted.values(), key=lambda o: o.hash)
 
 
 # ---------------------------------------------------------------------------------------------
